@@ -1,0 +1,4 @@
+//! Keel's own API under `/api/`: role-checked and tenant-scoped.
+
+pub mod interactions;
+pub mod openapi;

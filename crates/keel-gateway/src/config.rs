@@ -1,0 +1,209 @@
+//! Configuration: one TOML file, nested keys overridable as `KEEL_SECTION__KEY`.
+//!
+//! Unknown keys are errors that name the key and the file. `KEEL_CONFIG` (the file's path) and
+//! `KEEL_LOG` (the log filter) are read by the binary and are not config keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use keel_store::Durability;
+use serde::{Deserialize, Serialize};
+
+use crate::error::GatewayError;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the database, keys and other state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Upstream model servers, tried in order for a model they serve.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite://PATH`; created, with its directory, and migrated if absent.
+    /// Defaults to `sqlite://<data_dir>/keel.db`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `durable` (commit + fsync before the response) or `async`.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            durability: Durability::Durable,
+        }
+    }
+}
+
+/// `[[upstreams]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Base URL of an OpenAI-compatible API, ending before `/chat/completions`.
+    pub base_url: String,
+    /// Model names this upstream serves: exact names, `prefix*` patterns, or `*`.
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    /// Name of the environment variable holding this upstream's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Time limit for one attempt, until the response headers (and between stream chunks).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra attempts on connect errors, timeouts and 5xx before moving to the next upstream.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// First retry delay; doubles each retry.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            shutdown_grace_ms: default_grace_ms(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json` (logs go to stderr either way).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./keel-data")
+}
+fn default_models() -> Vec<String> {
+    vec!["*".to_string()]
+}
+fn default_timeout_ms() -> u64 {
+    60_000
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_backoff_ms() -> u64 {
+    50
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_grace_ms() -> u64 {
+    10_000
+}
+
+impl Config {
+    /// Loads `path`, then applies `KEEL_SECTION__KEY` overrides from the environment.
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        if !path.is_file() {
+            return Err(GatewayError::Config(format!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            )));
+        }
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+            Env::prefixed("KEEL_")
+                .split("__")
+                .ignore(&["CONFIG", "LOG"]),
+        );
+        Self::from_figment(figment, &path.display().to_string())
+    }
+
+    /// Parses a config from TOML text (no environment overrides); for tests and tools.
+    pub fn from_toml_str(text: &str) -> Result<Self, GatewayError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)), "<inline>")
+    }
+
+    fn from_figment(figment: Figment, origin: &str) -> Result<Self, GatewayError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            GatewayError::Config(format!("{origin}: {}", msgs.join("; ")))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        let mut names = std::collections::HashSet::new();
+        for u in &self.upstreams {
+            if !names.insert(u.name.as_str()) {
+                return Err(GatewayError::Config(format!(
+                    "upstreams: the name `{}` is used twice",
+                    u.name
+                )));
+            }
+            if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
+                return Err(GatewayError::Config(format!(
+                    "upstreams.{}.base_url: `{}` is not an http(s) URL",
+                    u.name, u.base_url
+                )));
+            }
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(GatewayError::Config(
+                "server.max_body_bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The storage URL, defaulting to `sqlite://<data_dir>/keel.db`.
+    pub fn storage_url(&self) -> String {
+        match &self.storage.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("keel.db").display()),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Durable event storage: the [`Store`] trait and its SQLite implementation.
+//!
+//! Every state change is an event appended through [`Store::append`]; the sequence number is
+//! assigned inside the write transaction. Projections (tables the APIs read) are written in the
+//! event's own transaction by SQL that modules register with [`inventory`], as are migrations,
+//! so a new module adds its tables without editing a central list. The store holds no business
+//! rules: it writes what it is given and answers queries.
+
+pub mod error;
+pub mod registry;
+pub mod sqlite;
+pub mod telemetry;
+
+mod interactions;
+mod keys;
+
+use async_trait::async_trait;
+use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
+use serde::Serialize;
+
+pub use error::StoreError;
+pub use registry::{SqliteMigration, SqliteProjection};
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Committed and fsynced (`synchronous=FULL`) before `append` returns.
+    #[default]
+    Durable,
+    /// Queued for the writer; `submit` returns at once and the commit is not fsynced
+    /// (`synchronous=NORMAL`). A crash can lose the last moments of acknowledged events.
+    Async,
+}
+
+/// A filter for listing interactions.
+#[derive(Debug, Clone, Default)]
+pub struct InteractionQuery {
+    /// `None` = every tenant.
+    pub tenant: Option<String>,
+    pub conversation_id: Option<String>,
+    /// Only interactions recorded at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only interactions with a sequence number below this (paging, newest first).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// One interaction as the read API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InteractionRow {
+    pub id: String,
+    pub seq: i64,
+    pub tenant: String,
+    pub at_ms: i64,
+    /// The `InteractionRecorded` payload (`null` if erased).
+    pub record: serde_json::Value,
+}
+
+/// The event store. One implementation per database; callers see only this trait.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Appends events atomically (all or none) and returns them with their sequence numbers,
+    /// once committed with the store's durability.
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Queues events for the writer without waiting for the commit (the `async` durability
+    /// mode). Errors in the later commit are logged and counted, not returned.
+    fn submit(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
+
+    /// The highest committed sequence number (0 when empty).
+    async fn last_seq(&self) -> Result<i64, StoreError>;
+
+    /// Events with `seq > after`, in order, at most `limit`.
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The key whose token hashes to `hash`, revoked or not.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// The key with this id.
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// One interaction by id.
+    async fn interaction(&self, id: &str) -> Result<Option<InteractionRow>, StoreError>;
+
+    /// Interactions matching `q`, newest first.
+    async fn list_interactions(
+        &self,
+        q: &InteractionQuery,
+    ) -> Result<Vec<InteractionRow>, StoreError>;
+
+    /// Waits until every queued write is committed, then stops the writer.
+    async fn close(&self);
+}

@@ -1,0 +1,284 @@
+//! The SQLite store: one writer task that group-commits with `BEGIN IMMEDIATE`, a read pool.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
+use crate::keys::{key_from_row, SELECT_KEYS};
+use crate::registry::sqlite_migrations;
+use crate::{Durability, InteractionQuery, InteractionRow, Store, StoreError};
+
+use writer::{Job, WriterMsg};
+
+/// How to open a SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `sqlite://PATH` (a relative PATH is relative to the working directory).
+    pub url: String,
+    pub durability: Durability,
+    /// Most events committed in one transaction.
+    pub max_batch: usize,
+    /// Read connections.
+    pub read_connections: u32,
+    /// How long a writer waits for another process's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOptions {
+    /// Defaults for `url` with the given durability.
+    pub fn new(url: impl Into<String>, durability: Durability) -> Self {
+        Self {
+            url: url.into(),
+            durability,
+            max_batch: 512,
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<WriterMsg>,
+    reads: SqlitePool,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+/// Extracts the file path from a `sqlite://PATH` url.
+pub fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    if rest.is_empty() || rest == ":memory:" {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if absent) the database and starts the writer task.
+    pub async fn open(opts: SqliteOptions) -> Result<Self, StoreError> {
+        let path = sqlite_path(&opts.url)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let sync = match opts.durability {
+            Durability::Durable => SqliteSynchronous::Full,
+            Durability::Async => SqliteSynchronous::Normal,
+        };
+        let base = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true);
+        let mut conn = SqliteConnection::connect_with(
+            &base
+                .clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync),
+        )
+        .await?;
+        migrate(&mut conn).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(opts.read_connections.max(1))
+            .min_connections(1)
+            .connect_with(base.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(16_384);
+        let handle = tokio::spawn(writer::run(conn, rx, opts.max_batch.max(1)));
+        Ok(Self {
+            tx,
+            reads,
+            writer: Mutex::new(Some(handle)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The read pool, for modules that add their own queries.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.reads
+    }
+}
+
+/// Applies every registered migration not yet applied, in one `BEGIN IMMEDIATE` transaction so
+/// concurrent processes never race.
+async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS _keel_migrations (id TEXT PRIMARY KEY, applied_ms INTEGER NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    for m in sqlite_migrations() {
+        let done = sqlx::query("SELECT 1 FROM _keel_migrations WHERE id = ?1")
+            .bind(m.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(m.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                id: m.id.to_string(),
+                source,
+            })?;
+        sqlx::query("INSERT INTO _keel_migrations (id, applied_ms) VALUES (?1, 0)")
+            .bind(m.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    let payload: Option<String> = row.try_get("payload")?;
+    Ok(StoredEvent {
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        tenant: row.try_get("tenant")?,
+        at_ms: row.try_get("at_ms")?,
+        payload: match payload {
+            Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => serde_json::Value::Null,
+        },
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Job(Job {
+                events,
+                reply: Some(reply),
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        self.tx
+            .try_send(WriterMsg::Job(Job {
+                events,
+                reply: None,
+            }))
+            .map_err(|_| StoreError::Closed)
+    }
+
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM events")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(row.try_get("s")?)
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, actor, tenant, at_ms, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_KEYS} WHERE hash = ?1"))
+            .bind(hash)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_KEYS} WHERE key_id = ?1"))
+            .bind(key_id)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{SELECT_KEYS} ORDER BY created_ms, key_id"))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn interaction(&self, id: &str) -> Result<Option<InteractionRow>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_INTERACTIONS} WHERE i.id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(interaction_from_row).transpose()
+    }
+
+    async fn list_interactions(
+        &self,
+        q: &InteractionQuery,
+    ) -> Result<Vec<InteractionRow>, StoreError> {
+        let sql = format!(
+            "{SELECT_INTERACTIONS}
+             WHERE (?1 IS NULL OR i.tenant = ?1)
+               AND (?2 IS NULL OR i.conversation_id = ?2)
+               AND (?3 IS NULL OR i.at_ms >= ?3)
+               AND (?4 IS NULL OR i.seq < ?4)
+             ORDER BY i.seq DESC LIMIT ?5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(q.tenant.as_deref())
+            .bind(q.conversation_id.as_deref())
+            .bind(q.since_ms)
+            .bind(q.before_seq)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(interaction_from_row).collect()
+    }
+
+    async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(WriterMsg::Close(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        self.reads.close().await;
+    }
+}

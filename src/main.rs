@@ -1,0 +1,239 @@
+//! The `keel` command: the gateway server and the operator verbs.
+//!
+//! Logs and progress go to stderr; stdout carries only each command's result.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use keel_core::auth::mint_key;
+use keel_core::clock::format_ms;
+use keel_core::{Clock, Role, SystemClock};
+use keel_gateway::config::LogFormat;
+use keel_gateway::server::open_store;
+use keel_gateway::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Keeps deployed LLM applications aligned with values, laws and facts that change after training."
+)]
+struct Cli {
+    /// Log format on stderr (overrides `[log] format`). The filter comes from KEEL_LOG.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// The TOML config file (also KEEL_CONFIG).
+    #[arg(long, env = "KEEL_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        verb: KeysVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysVerb {
+    /// Create a key; its token is printed once, on the last stdout line.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tenant the key belongs to (`*` for operators who see all tenants).
+        #[arg(long)]
+        tenant: String,
+        /// app | reviewer | admin | auditor
+        #[arg(long)]
+        role: String,
+        /// The person or system the key is for (recorded as the actor of its actions).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their tokens).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a key by id; a running server refuses it at once.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        key_id: String,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    )
+}
+
+fn load(arg: &ConfigArg) -> Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let log_override = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve(arg) => {
+            let config = load(&arg)?;
+            init_logging(log_override.unwrap_or(config.log.format));
+            serve(config, clock).await
+        }
+        Command::Keys { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            keys(verb, clock).await
+        }
+    }
+}
+
+async fn serve(config: Config, clock: Arc<dyn Clock>) -> Result<()> {
+    let store = open_store(&config).await.context("opening the store")?;
+    let handle = keel_gateway::serve(config, store, clock, None).await?;
+    let stop = handle.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    handle.wait().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
+    match verb {
+        KeysVerb::Create {
+            config,
+            tenant,
+            role,
+            name,
+        } => {
+            let role = Role::parse(&role)?;
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let minted = mint_key(&tenant, role, name, &cli_actor(), clock.as_ref())?;
+            store.append(vec![minted.event]).await?;
+            store.close().await;
+            eprintln!(
+                "created key {} (tenant {}, role {}); it is shown once:",
+                minted.record.key_id,
+                minted.record.tenant,
+                minted.record.role.as_str()
+            );
+            println!("{}", minted.token);
+        }
+        KeysVerb::List { config } => {
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let keys = store.list_keys().await?;
+            store.close().await;
+            println!("KEY_ID\tTENANT\tROLE\tNAME\tCREATED\tREVOKED");
+            for k in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k.key_id,
+                    k.tenant,
+                    k.role.as_str(),
+                    k.name.as_deref().unwrap_or("-"),
+                    format_ms(k.created_ms),
+                    k.revoked_ms.map(format_ms).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysVerb::Revoke { config, key_id } => {
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let Some(key) = store.key_by_id(&key_id).await? else {
+                store.close().await;
+                bail!("no key with id `{key_id}`");
+            };
+            if key.revoked_ms.is_some() {
+                store.close().await;
+                bail!("key `{key_id}` is already revoked");
+            }
+            let event = keel_core::auth::revoke_key_event(&key, &cli_actor(), clock.as_ref());
+            store.append(vec![event]).await?;
+            store.close().await;
+            println!("{key_id}");
+        }
+    }
+    Ok(())
+}

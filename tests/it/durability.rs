@@ -1,0 +1,197 @@
+//! Durability: concurrent appenders in two processes, and kill -9 in the middle of a burst.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_store::{SqliteOptions, SqliteStore, Store};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn cli_appends_during_load_keep_one_gap_free_sequence() {
+    let p = Arc::new(Pair::start(Script::new()).await);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let r = p
+                    .chat(json!({"model": "m", "messages": user(&format!("{t}-{i}"))}))
+                    .await;
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    let cfg = p.gw.config_path.clone();
+    let cli = tokio::task::spawn_blocking(move || {
+        (0..5)
+            .map(|i| {
+                keel_bin()
+                    .args([
+                        "keys",
+                        "create",
+                        "--tenant",
+                        "acme",
+                        "--role",
+                        "auditor",
+                        "--name",
+                        &format!("cli-{i}"),
+                    ])
+                    .arg("--config")
+                    .arg(&cfg)
+                    .output()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for out in cli.await.unwrap() {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let events = p.gw.store.events_after(0, 10_000).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "one gap-free sequence across processes");
+    let interactions = events
+        .iter()
+        .filter(|e| e.kind == "InteractionRecorded")
+        .count();
+    assert_eq!(interactions, 200);
+    let keys = p.gw.store.list_keys().await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.name.as_deref().is_some_and(|n| n.starts_with("cli-")))
+            .count(),
+        5
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
+    let mock = MockUpstream::start(Script::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("keel.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\n[storage]\nurl = \"sqlite://{d}/keel.db\"\ndurability = \"durable\"\n[[upstreams]]\nname = \"mock\"\nbase_url = \"{u}\"\nmodels = [\"*\"]\n",
+            d = dir.path().display(),
+            u = mock.base_url()
+        ),
+    )
+    .unwrap();
+    let key = keel_bin()
+        .args(["keys", "create", "--tenant", "acme", "--role", "app"])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(key.status.success());
+    let token = String::from_utf8_lossy(&key.stdout).trim().to_string();
+
+    let mut child = keel_bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = client().get(format!("{base}/healthz")).send().await {
+            if r.status() == 200 {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "server did not come up");
+
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let acked = acked.clone();
+        let base = base.clone();
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            for i in 0..10_000 {
+                let r = c
+                    .post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(&token)
+                    .json(&json!({"model": "m", "messages": user(&format!("{t}-{i}"))}))
+                    .send()
+                    .await;
+                let Ok(r) = r else { return };
+                if r.status() != 200 {
+                    return;
+                }
+                let Ok(body) = r.json::<Value>().await else {
+                    return;
+                };
+                acked
+                    .lock()
+                    .unwrap()
+                    .push(body["id"].as_str().unwrap().to_string());
+            }
+        }));
+    }
+    // Let the burst build up, then kill -9 mid-flight.
+    for _ in 0..400 {
+        if acked.lock().unwrap().len() >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 50,
+        "too few requests acknowledged before the kill: {}",
+        acked.len()
+    );
+
+    let store = SqliteStore::open(SqliteOptions::new(
+        format!("sqlite://{}/keel.db", dir.path().display()),
+        keel_store::Durability::Durable,
+    ))
+    .await
+    .unwrap();
+    let mut missing = Vec::new();
+    for id in &acked {
+        if store.interaction(id).await.unwrap().is_none() {
+            missing.push(id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged interactions lost: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    store.close().await;
+}

@@ -1,0 +1,14 @@
+//! Keel's integration tests: the real binary, the real gateway over HTTP, the mock upstream.
+//!
+//! One test binary (ripgrep style); each module covers one boundary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api;
+mod bad_input;
+mod chat;
+mod cli;
+mod durability;
+mod faults;
+mod sdk;
+mod support;

@@ -1,0 +1,35 @@
+//! The real `openai` Python SDK against the gateway (run by `cargo xtask ci`, which installs the
+//! SDK into a venv and sets KEEL_SDK_PYTHON).
+
+use crate::support::*;
+
+#[tokio::test]
+#[ignore = "needs the openai SDK venv: run by `cargo xtask ci` (sets KEEL_SDK_PYTHON)"]
+async fn sdk_openai_python_client() {
+    let python = std::env::var("KEEL_SDK_PYTHON")
+        .expect("KEEL_SDK_PYTHON must point at a python with `openai` installed");
+    let p = Pair::start(Script::new()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_check.py");
+    let base = format!("{}/v1", p.gw.url());
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("KEEL_BASE_URL", &base)
+        .env("KEEL_API_KEY", &p.app)
+        .env("KEEL_REVIEWER_KEY", &p.reviewer)
+        .env("KEEL_ROOT_URL", p.gw.url())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK check failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("sdk checks passed"), "{stdout}");
+    let sent = p.mock.requests();
+    assert!(
+        sent.iter().any(|r| r["stream"] == true),
+        "the SDK streamed through the gateway"
+    );
+}
