@@ -2,6 +2,8 @@
 //!
 //! Logs and progress go to stderr; stdout carries only each command's result.
 
+mod audit;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ enum LogFormatArg {
 }
 
 #[derive(Args, Clone)]
-struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// The TOML config file (also KEEL_CONFIG).
     #[arg(long, env = "KEEL_CONFIG")]
     config: PathBuf,
@@ -49,6 +51,56 @@ enum Command {
     Keys {
         #[command(subcommand)]
         verb: KeysVerb,
+    },
+    /// The tamper-evident ledger: verify, checkpoint, prove, pubkey, erase.
+    Audit {
+        #[command(subcommand)]
+        verb: AuditVerb,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditVerb {
+    /// Recompute every leaf and the tree, check every checkpoint; exit 1 naming the first bad index.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Sign and store a checkpoint now; prints the signed note.
+    Checkpoint {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print an inclusion proof (JSON) for a ledger index against the latest checkpoint.
+    Prove {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        index: u64,
+        /// Tree size to prove against (default: the latest checkpoint's).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the checkpoint verifier key.
+    Pubkey {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Erase payloads (and their salts); proofs stay valid; records PayloadErased events.
+    Erase {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, group = "target")]
+        index: Option<u64>,
+        #[arg(long, group = "target")]
+        conversation: Option<String>,
+        #[arg(long, group = "target")]
+        user: Option<String>,
+        /// RFC 3339 time or YYYY-MM-DD: everything recorded before it.
+        #[arg(long, group = "target")]
+        before: Option<String>,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -93,14 +145,14 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn cli_actor() -> String {
+pub(crate) fn cli_actor() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "operator".into())
     )
 }
 
-fn load(arg: &ConfigArg) -> Result<Config> {
+pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {
     Ok(Config::load(&arg.config)?)
 }
 
@@ -140,6 +192,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             keys(verb, clock).await
+        }
+        Command::Audit { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            audit::run(verb, clock).await
         }
     }
 }

@@ -10,5 +10,6 @@ mod chat;
 mod cli;
 mod durability;
 mod faults;
+mod ledger;
 mod sdk;
 mod support;

@@ -33,3 +33,37 @@ async fn sdk_openai_python_client() {
         "the SDK streamed through the gateway"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the venv with `cryptography`: run by `cargo xtask ci` (sets KEEL_SDK_PYTHON)"]
+async fn sdk_python_auditor_verifies_without_keel() {
+    let python = std::env::var("KEEL_SDK_PYTHON").expect("KEEL_SDK_PYTHON");
+    let p = Pair::start(Script::new()).await;
+    let auditor = p.gw.key("acme", "auditor", Some("external-auditor")).await;
+    let mut last = String::new();
+    for i in 0..7 {
+        let r = p
+            .chat(serde_json::json!({"model": "m", "messages": user(&format!("audit {i}"))}))
+            .await;
+        last = r.headers()["x-keel-interaction-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/audit_check.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("KEEL_ROOT_URL", p.gw.url())
+        .env("KEEL_AUDITOR_KEY", &auditor)
+        .env("KEEL_INTERACTION_ID", &last)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "auditor script failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("audit checks passed"), "{stdout}");
+}

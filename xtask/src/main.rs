@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-const OPENAI_SDK: &str = "3.57.0";
+/// What the Python tests need, pinned: the OpenAI SDK (client test) and `cryptography` (the
+/// independent auditor script).
+const PY_REQUIREMENTS: &[(&str, &str)] = &[("openai", "3.57.0"), ("cryptography", "50.0.2")];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -152,15 +154,25 @@ fn ci(root: &Path) -> Result<()> {
 fn venv(root: &Path) -> Result<PathBuf> {
     let dir = root.join("target/ci-venv");
     let python = dir.join("bin/python");
+    let probe: Vec<String> = PY_REQUIREMENTS
+        .iter()
+        .map(|(name, v)| {
+            format!("__import__('importlib.metadata').metadata.version('{name}') == '{v}'")
+        })
+        .collect();
+    let probe = format!(
+        "import sys; sys.exit(0 if all([{}]) else 1)",
+        probe.join(", ")
+    );
     let check = |py: &Path| {
         Command::new(py)
-            .args(["-c", &format!("import openai, sys; sys.exit(0 if openai.__version__ == '{OPENAI_SDK}' else 1)")])
+            .args(["-c", &probe])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
     };
     if python.exists() && check(&python) {
-        eprintln!("venv ready: openai {OPENAI_SDK}");
+        eprintln!("venv ready: {PY_REQUIREMENTS:?}");
         return Ok(python);
     }
     let host = ["python3", "python"]
@@ -174,16 +186,21 @@ fn venv(root: &Path) -> Result<PathBuf> {
         run(Command::new("apt-get").args(["install", "-y", "python3-venv", "python3-pip"]))?;
         run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
     }
-    run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("openai=={OPENAI_SDK}"),
-    ]))?;
+    let pins: Vec<String> = PY_REQUIREMENTS
+        .iter()
+        .map(|(n, v)| format!("{n}=={v}"))
+        .collect();
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(&pins))?;
     if !check(&python) {
-        bail!("openai {OPENAI_SDK} did not install into {}", dir.display());
+        bail!("{pins:?} did not install into {}", dir.display());
     }
     Ok(python)
 }

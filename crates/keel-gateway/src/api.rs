@@ -1,4 +1,5 @@
 //! Keel's own API under `/api/`: role-checked and tenant-scoped.
 
 pub mod interactions;
+pub mod ledger;
 pub mod openapi;

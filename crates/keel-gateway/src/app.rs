@@ -28,6 +28,10 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// True once a graceful shutdown began.
     pub draining: Arc<AtomicBool>,
+    /// Signs ledger checkpoints.
+    pub signer: Arc<keel_audit::LedgerSigner>,
+    /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
+    pub on_demand: Arc<tokio::sync::Mutex<i64>>,
 }
 
 impl AppState {
@@ -38,7 +42,15 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
         let upstreams = Upstreams::from_config(&config.upstreams)?;
+        let signer = keel_audit::LedgerSigner::load_or_create(
+            &config.data_dir,
+            &config.ledger.key_name,
+            &config.ledger.origin,
+        )
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
         Ok(Self {
+            signer: Arc::new(signer),
+            on_demand: Arc::new(tokio::sync::Mutex::new(i64::MIN / 2)),
             config: Arc::new(config),
             store,
             clock,

@@ -32,6 +32,61 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[ledger]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The checkpoint origin line (names this log).
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// The signing key's name in signature lines and the verifier key.
+    #[serde(default = "default_key_name")]
+    pub key_name: String,
+    /// Issue a checkpoint after this many new events…
+    #[serde(default = "default_cp_events")]
+    pub checkpoint_every_events: u64,
+    /// …or this often while the tree grows.
+    #[serde(default = "default_cp_ms")]
+    pub checkpoint_every_ms: i64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            origin: default_origin(),
+            key_name: default_key_name(),
+            checkpoint_every_events: default_cp_events(),
+            checkpoint_every_ms: default_cp_ms(),
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Erase interaction payloads older than this many days (proofs stay valid). Off if unset.
+    #[serde(default)]
+    pub payload_days: Option<u32>,
+}
+
+fn default_origin() -> String {
+    "keel.local/ledger".to_string()
+}
+fn default_key_name() -> String {
+    "keel".to_string()
+}
+fn default_cp_events() -> u64 {
+    256
+}
+fn default_cp_ms() -> i64 {
+    5_000
 }
 
 /// `[storage]`

@@ -36,6 +36,8 @@ pub enum GatewayError {
     Unavailable(String),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] keel_audit::AuditError),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -73,6 +75,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::Unavailable(_) => 503,
             GatewayError::Store(e) => e.http_status(),
+            GatewayError::Audit(e) => e.http_status(),
             GatewayError::Config(_) | GatewayError::Internal(_) => 500,
         }
     }
@@ -83,6 +86,8 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "invalid_request_error",
             GatewayError::Forbidden(_) => "permission_error",
             GatewayError::Upstream(_) | GatewayError::UpstreamTimeout(_) => "api_error",
+            GatewayError::Audit(e) if e.http_status() < 500 => "invalid_request_error",
+            GatewayError::Audit(_) => "server_error",
             GatewayError::Unavailable(_)
             | GatewayError::Store(_)
             | GatewayError::Config(_)
@@ -106,6 +111,9 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::Unavailable(_) => "unavailable",
             GatewayError::Store(_) => "storage_error",
+            GatewayError::Audit(e) if e.http_status() == 404 => "not_found",
+            GatewayError::Audit(e) if e.http_status() < 500 => "invalid_request",
+            GatewayError::Audit(_) => "ledger_error",
             GatewayError::Config(_) | GatewayError::Internal(_) => "internal_error",
         }
     }

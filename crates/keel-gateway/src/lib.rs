@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod chat;
 pub mod config;
 pub mod error;

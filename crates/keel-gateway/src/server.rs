@@ -73,10 +73,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     let state = AppState::new(config, store.clone(), clock)?;
-    // Start-up catch-up: nothing to replay yet beyond confirming the log is readable.
+    // Start-up: confirm the log is readable and sign a checkpoint over it.
     let last = state.store.last_seq().await?;
+    keel_audit::issue_checkpoint(state.store.as_ref(), &state.signer, state.clock.as_ref()).await?;
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
+    let background = tokio::spawn(crate::background::run(state.clone()));
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -98,6 +100,7 @@ pub async fn serve(
                 tokio::time::sleep(grace).await;
             } => Ok(()),
         };
+        background.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

@@ -23,6 +23,8 @@ pub enum StoreError {
     Closed,
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Ledger(#[from] keel_ledger::LedgerError),
 }
 
 impl StoreError {
@@ -30,6 +32,7 @@ impl StoreError {
     pub fn http_status(&self) -> u16 {
         match self {
             StoreError::Closed => 503,
+            StoreError::Ledger(e) => e.http_status(),
             _ => 500,
         }
     }

@@ -30,7 +30,7 @@ inventory::submit! {
 }
 
 pub(crate) const SELECT_INTERACTIONS: &str =
-    "SELECT i.id, i.seq, i.tenant, i.at_ms, e.payload FROM interactions i JOIN events e ON e.seq = i.seq";
+    "SELECT i.id, i.seq, i.tenant, i.at_ms, e.payload, l.ledger_index FROM interactions i JOIN events e ON e.seq = i.seq LEFT JOIN ledger_leaves l ON l.seq = i.seq";
 
 pub(crate) fn interaction_from_row(
     row: &sqlx::sqlite::SqliteRow,
@@ -45,6 +45,7 @@ pub(crate) fn interaction_from_row(
     Ok(InteractionRow {
         id: row.try_get("id")?,
         seq: row.try_get("seq")?,
+        ledger_index: row.try_get("ledger_index")?,
         tenant: row.try_get("tenant")?,
         at_ms: row.try_get("at_ms")?,
         record,

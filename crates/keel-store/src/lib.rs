@@ -7,6 +7,7 @@
 //! rules: it writes what it is given and answers queries.
 
 pub mod error;
+pub mod ledger;
 pub mod registry;
 pub mod sqlite;
 pub mod telemetry;
@@ -19,6 +20,7 @@ use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use ledger::{LeafRow, LedgerRow, StoredCheckpoint};
 pub use registry::{SqliteMigration, SqliteProjection};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -47,11 +49,23 @@ pub struct InteractionQuery {
     pub limit: u32,
 }
 
+/// Which events an erasure selects (only those whose payload is still present).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqFilter {
+    LedgerIndex(u64),
+    Conversation(String),
+    User(String),
+    /// Recorded before this time (Unix ms).
+    Before(i64),
+}
+
 /// One interaction as the read API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InteractionRow {
     pub id: String,
     pub seq: i64,
+    /// The interaction's leaf in the ledger.
+    pub ledger_index: Option<i64>,
     pub tenant: String,
     pub at_ms: i64,
     /// The `InteractionRecorded` payload (`null` if erased).
@@ -92,6 +106,48 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         q: &InteractionQuery,
     ) -> Result<Vec<InteractionRow>, StoreError>;
+
+    /// Number of leaves in the ledger (committed).
+    async fn ledger_size(&self) -> Result<u64, StoreError>;
+
+    /// The Merkle root of the first `size` leaves.
+    async fn ledger_root(&self, size: u64) -> Result<keel_ledger::Hash, StoreError>;
+
+    /// An inclusion proof for leaf `index` in the tree of `size` leaves.
+    async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<keel_ledger::Hash>, StoreError>;
+
+    /// A consistency proof between tree sizes `from` and `to`.
+    async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<keel_ledger::Hash>, StoreError>;
+
+    /// Leaves with `ledger_index >= from`, in order, at most `limit`.
+    async fn leaves(&self, from: u64, limit: u32) -> Result<Vec<LeafRow>, StoreError>;
+
+    /// Events with `seq > after` exactly as stored (raw payload text), for verification.
+    async fn ledger_rows(&self, after: i64, limit: u32) -> Result<Vec<LedgerRow>, StoreError>;
+
+    /// Sequence numbers of events of `kinds` matching `filter` whose payload is still present.
+    async fn erasable_seqs(
+        &self,
+        filter: &SeqFilter,
+        kinds: &[&str],
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Stores a signed checkpoint (idempotent per size).
+    async fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError>;
+
+    /// The checkpoint with the largest size.
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+
+    /// Every checkpoint, by size.
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
 
     /// Waits until every queued write is committed, then stops the writer.
     async fn close(&self);

@@ -49,6 +49,7 @@ fn render(row: InteractionRow) -> Value {
     let mut out = json!({
         "id": row.id,
         "seq": row.seq,
+        "ledger_index": row.ledger_index,
         "tenant": row.tenant,
         "recorded_at": format_ms(row.at_ms),
     });

@@ -17,8 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
 use crate::keys::{key_from_row, SELECT_KEYS};
+use crate::ledger::{checkpoint_from_row, leaf_from_row, ledger_row, with_nodes};
 use crate::registry::sqlite_migrations;
 use crate::{Durability, InteractionQuery, InteractionRow, Store, StoreError};
+use crate::{LeafRow, LedgerRow, SeqFilter, StoredCheckpoint};
+use keel_ledger::Hash;
 
 use writer::{Job, WriterMsg};
 
@@ -116,6 +119,27 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    async fn check_size(&self, size: u64) -> Result<(), StoreError> {
+        let current = self.ledger_size().await?;
+        if size > current {
+            return Err(StoreError::Ledger(
+                keel_ledger::LedgerError::SizeBeyondTree {
+                    requested: size,
+                    size: current,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// A short-lived write connection for rows that are not events (checkpoints).
+    async fn reads_writer(&self) -> Result<SqliteConnection, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&self.path)
+            .busy_timeout(Duration::from_secs(10));
+        Ok(SqliteConnection::connect_with(&opts).await?)
     }
 
     /// The read pool, for modules that add their own queries.
@@ -268,6 +292,125 @@ impl Store for SqliteStore {
             .fetch_all(&self.reads)
             .await?;
         rows.iter().map(interaction_from_row).collect()
+    }
+
+    async fn ledger_size(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(ledger_index) + 1, 0) AS n FROM ledger_leaves")
+            .fetch_one(&self.reads)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n as u64)
+    }
+
+    async fn ledger_root(&self, size: u64) -> Result<Hash, StoreError> {
+        self.check_size(size).await?;
+        with_nodes(&self.reads, |r| keel_ledger::root(r, size)).await
+    }
+
+    async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(size).await?;
+        with_nodes(&self.reads, |r| {
+            keel_ledger::inclusion_proof(r, index, size)
+        })
+        .await
+    }
+
+    async fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        self.check_size(to).await?;
+        with_nodes(&self.reads, |r| keel_ledger::consistency_proof(r, from, to)).await
+    }
+
+    async fn leaves(&self, from: u64, limit: u32) -> Result<Vec<LeafRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ledger_index, seq, salt, payload_hash, leaf_hash FROM ledger_leaves
+             WHERE ledger_index >= ?1 ORDER BY ledger_index LIMIT ?2",
+        )
+        .bind(from as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(leaf_from_row).collect()
+    }
+
+    async fn ledger_rows(&self, after: i64, limit: u32) -> Result<Vec<LedgerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, actor, tenant, at_ms, payload FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(ledger_row).collect()
+    }
+
+    async fn erasable_seqs(
+        &self,
+        filter: &SeqFilter,
+        kinds: &[&str],
+    ) -> Result<Vec<i64>, StoreError> {
+        let kinds_json =
+            serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (cond, arg): (&str, Option<String>) = match filter {
+            SeqFilter::LedgerIndex(i) => (
+                "e.seq = (SELECT seq FROM ledger_leaves WHERE ledger_index = ?2)",
+                Some(i.to_string()),
+            ),
+            SeqFilter::Conversation(c) => (
+                "e.seq IN (SELECT seq FROM interactions WHERE conversation_id = ?2)",
+                Some(c.clone()),
+            ),
+            SeqFilter::User(u) => (
+                "json_extract(e.payload, '$.context.user') = ?2",
+                Some(u.clone()),
+            ),
+            SeqFilter::Before(ms) => ("e.at_ms < CAST(?2 AS INTEGER)", Some(ms.to_string())),
+        };
+        let sql = format!(
+            "SELECT e.seq FROM events e WHERE e.payload IS NOT NULL
+               AND e.kind IN (SELECT value FROM json_each(?1)) AND {cond} ORDER BY e.seq"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kinds_json)
+            .bind(arg)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>("seq").map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        // Checkpoints are attestations over the log, not state changes: written directly (one
+        // small row), idempotent per size.
+        let mut conn = self.reads_writer().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO ledger_checkpoints (size, root, note, issued_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(cp.size as i64)
+        .bind(&cp.root[..])
+        .bind(&cp.note)
+        .bind(cp.issued_ms)
+        .execute(&mut conn)
+        .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT size, root, note, issued_ms FROM ledger_checkpoints ORDER BY size DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reads)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let rows =
+            sqlx::query("SELECT size, root, note, issued_ms FROM ledger_checkpoints ORDER BY size")
+                .fetch_all(&self.reads)
+                .await?;
+        rows.iter().map(checkpoint_from_row).collect()
     }
 
     async fn close(&self) {

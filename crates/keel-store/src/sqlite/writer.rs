@@ -6,6 +6,7 @@ use keel_core::{NewEvent, StoredEvent};
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ledger;
 use crate::registry::sqlite_projections;
 use crate::StoreError;
 
@@ -96,12 +97,21 @@ async fn write_all(
         .fetch_one(&mut *tx)
         .await?;
     let mut seq: i64 = row.try_get("s")?;
+    // Every event is a leaf: the ledger's size equals the event count, or the log is corrupt.
+    let size = ledger::ledger_size(&mut tx).await?;
+    if size != seq {
+        return Err(StoreError::Corrupt(format!(
+            "the ledger has {size} leaves but the log has {seq} events; run `keel audit verify`"
+        )));
+    }
+    let mut frontier = ledger::load_frontier(&mut tx, size as u64).await?;
     for job in batch {
         let mut sp = tx.begin().await?;
         let mut stored = Vec::with_capacity(job.events.len());
         let mut failed = None;
+        let saved = frontier.clone();
         for ev in &job.events {
-            match write_event(&mut sp, seq + 1, ev).await {
+            match write_event(&mut sp, &mut frontier, seq + 1, ev).await {
                 Ok(s) => {
                     seq += 1;
                     stored.push(s);
@@ -119,6 +129,7 @@ async fn write_all(
             }
             Some(e) => {
                 sp.rollback().await?;
+                frontier = saved;
                 seq -= stored.len() as i64;
                 results.push(Err(e));
             }
@@ -130,6 +141,7 @@ async fn write_all(
 
 async fn write_event(
     conn: &mut SqliteConnection,
+    frontier: &mut keel_ledger::Frontier,
     seq: i64,
     ev: &NewEvent,
 ) -> Result<StoredEvent, StoreError> {
@@ -145,6 +157,10 @@ async fn write_event(
     .bind(ev.at_ms)
     .bind(&payload)
     .execute(&mut *conn)
+    .await?;
+    ledger::seal(
+        conn, frontier, seq, ev.at_ms, &ev.kind, &ev.actor, &ev.tenant, &payload,
+    )
     .await?;
     for p in sqlite_projections(&ev.kind) {
         let sql = format!(
