@@ -52,11 +52,50 @@ enum Command {
         #[command(subcommand)]
         verb: KeysVerb,
     },
+    /// Streaming change detectors.
+    Drift {
+        #[command(subcommand)]
+        verb: DriftVerb,
+    },
     /// The tamper-evident ledger: verify, checkpoint, prove, pubkey, erase.
     Audit {
         #[command(subcommand)]
         verb: AuditVerb,
     },
+}
+
+#[derive(Subcommand)]
+enum DriftVerb {
+    /// Feed a stream through a detector; print each detection index (0-based) on stdout and a
+    /// summary (count, updates/s) on stderr. No config, database or async runtime.
+    Replay {
+        /// e.g. `adwin:delta=0.002`, `page-hinkley`, `cusum:k=0.5,h=5`, `kswin:alpha=0.005`
+        #[arg(long)]
+        detector: String,
+        /// `f64` (little-endian f64 values) or `csv` (one number per line)
+        #[arg(long, default_value = "f64")]
+        format: String,
+        /// The stream file (`-` for stdin).
+        file: PathBuf,
+    },
+}
+
+/// `keel drift replay`: synchronous on purpose, timed as a whole process.
+fn drift_replay(detector: &str, format: &str, file: &std::path::Path) -> Result<()> {
+    use std::io::{BufWriter, Read, Write};
+    let format: keel_drift::Format = format.parse()?;
+    let input: Box<dyn Read> = if file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let summary = keel_drift::replay(detector, format, std::io::BufReader::new(input), &mut out)?;
+    out.flush()?;
+    eprintln!("{summary}");
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -158,6 +197,23 @@ pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Drift {
+        verb:
+            DriftVerb::Replay {
+                detector,
+                format,
+                file,
+            },
+    } = &cli.command
+    {
+        return match drift_replay(detector, format, file) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,6 +249,7 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             keys(verb, clock).await
         }
+        Command::Drift { .. } => Ok(()), // handled before the runtime starts
         Command::Audit { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             audit::run(verb, clock).await

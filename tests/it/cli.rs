@@ -210,3 +210,90 @@ fn the_readme_minimal_config_parses() {
     assert_eq!(cfg.upstreams.len(), 1);
     assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
 }
+
+#[test]
+fn drift_replay_prints_detection_indices_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // A clean step: 200 zeros then 200 ones.
+    let values: Vec<f64> = (0..400).map(|i| if i < 200 { 0.0 } else { 1.0 }).collect();
+    let csv = dir.path().join("s.csv");
+    std::fs::write(
+        &csv,
+        values.iter().map(|v| format!("{v}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let bin = dir.path().join("s.f64");
+    std::fs::write(
+        &bin,
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        keel_bin()
+            .args(["drift", "replay"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let a = run(&[
+        "--detector",
+        "adwin",
+        "--format",
+        "csv",
+        csv.to_str().unwrap(),
+    ]);
+    let b = run(&["--detector", "adwin", bin.to_str().unwrap()]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout, "csv and f64 give the same detections");
+    let out = String::from_utf8_lossy(&a.stdout);
+    let idx: Vec<u64> = out
+        .lines()
+        .map(|l| l.parse().expect("only indices on stdout"))
+        .collect();
+    assert!(!idx.is_empty() && idx[0] >= 200 && idx[0] < 300, "{idx:?}");
+    assert!(String::from_utf8_lossy(&a.stderr).contains("updates/s"));
+
+    for (args, needle) in [
+        (
+            vec!["--detector", "nope", csv.to_str().unwrap()],
+            "unknown detector",
+        ),
+        (
+            vec!["--detector", "adwin:delta=2", csv.to_str().unwrap()],
+            "delta",
+        ),
+        (
+            vec![
+                "--detector",
+                "adwin",
+                "--format",
+                "xml",
+                csv.to_str().unwrap(),
+            ],
+            "xml",
+        ),
+        (
+            vec!["--detector", "adwin", "/no/such/file"],
+            "/no/such/file",
+        ),
+    ] {
+        let o = run(&args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let nan = dir.path().join("nan.csv");
+    std::fs::write(&nan, "1\nNaN\n").unwrap();
+    let o = run(&[
+        "--detector",
+        "adwin",
+        "--format",
+        "csv",
+        nan.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "NaN input is rejected");
+}

@@ -122,7 +122,23 @@ pub fn run_bench(root: &Path, args: &[String]) -> Result<()> {
 pub fn dispatch(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("gateway") => run_bench(root, &args[1..]),
-        _ => bail!("usage: cargo xtask bench gateway [--duration SECS]"),
+        Some("drift") => {
+            // Side by side with River 0.26.1 (installed into a venv by the script).
+            run(Command::new("cargo").args(["build", "--release", "--bin", "keel"]))?;
+            let keel = root.join("target/release/keel");
+            run(Command::new("python3")
+                .arg(root.join("crates/keel-drift/bench/compare_river.py"))
+                .args([
+                    "--venv",
+                    "target/river-venv",
+                    "--workdir",
+                    "target/bench-drift",
+                ])
+                .arg("--keel-cmd")
+                .arg(format!("{} drift replay", keel.display()))
+                .args(&args[1..]))
+        }
+        _ => bail!("usage: cargo xtask bench gateway [--duration SECS] | bench drift"),
     }
 }
 
