@@ -195,3 +195,93 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
     );
     store.close().await;
 }
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let mock = MockUpstream::start(Script::new().then(Reply::stream(
+        ["slow ", "but ", "complete"],
+        Duration::from_millis(300),
+    )))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("keel.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\n[[upstreams]]\nname = \"mock\"\nbase_url = \"{u}\"\n",
+            d = dir.path().display(),
+            u = mock.base_url()
+        ),
+    )
+    .unwrap();
+    let key = keel_bin()
+        .args(["keys", "create", "--tenant", "acme", "--role", "app"])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&key.stdout).trim().to_string();
+    let mut child = keel_bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A stream in flight when SIGTERM arrives still completes.
+    let inflight = tokio::spawn({
+        let base = base.clone();
+        let token = token.clone();
+        async move {
+            let r = client()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(&token)
+                .json(&json!({"model": "m", "messages": user("x"), "stream": true}))
+                .send()
+                .await
+                .unwrap();
+            let id = r.headers()["x-keel-interaction-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (id, r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let term = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let (id, body) = inflight.await.unwrap();
+    assert!(
+        body.contains("[DONE]"),
+        "the in-flight stream completed: {body}"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    let store = SqliteStore::open(SqliteOptions::new(
+        format!("sqlite://{}/keel.db", dir.path().display()),
+        keel_store::Durability::Durable,
+    ))
+    .await
+    .unwrap();
+    let rec = store.interaction(&id).await.unwrap().expect("recorded");
+    assert_eq!(rec.record["outcome"], "ok");
+    store.close().await;
+}
