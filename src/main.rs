@@ -3,6 +3,7 @@
 //! Logs and progress go to stderr; stdout carries only each command's result.
 
 mod audit;
+mod backfill;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +78,14 @@ enum DriftVerb {
         format: String,
         /// The stream file (`-` for stdin).
         file: PathBuf,
+    },
+    /// Re-run the configured monitors over recorded history into a report (no live alerts).
+    Backfill {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back: `7d`, `24h`, `90m`, an RFC 3339 time or YYYY-MM-DD.
+        #[arg(long, default_value = "7d")]
+        since: String,
     },
 }
 
@@ -249,7 +258,13 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             keys(verb, clock).await
         }
-        Command::Drift { .. } => Ok(()), // handled before the runtime starts
+        Command::Drift {
+            verb: DriftVerb::Backfill { config, since },
+        } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            backfill::run(&config, &since, clock).await
+        }
+        Command::Drift { .. } => Ok(()), // replay is handled before the runtime starts
         Command::Audit { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             audit::run(verb, clock).await

@@ -13,3 +13,4 @@ mod faults;
 mod ledger;
 mod sdk;
 mod support;
+mod watch;

@@ -1,5 +1,6 @@
 //! Keel's own API under `/api/`: role-checked and tenant-scoped.
 
+pub mod alerts;
 pub mod interactions;
 pub mod ledger;
 pub mod openapi;

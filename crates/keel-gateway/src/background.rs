@@ -3,10 +3,116 @@
 use std::time::Duration;
 
 use keel_audit::{erase_events, issue_checkpoint, CheckpointPolicy, EraseTarget};
+use keel_loop::watch::Monitor;
+
+use crate::error::GatewayError;
 
 use crate::app::AppState;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The monitor worker: tails the event log from its saved cursor, feeds the detectors, and
+/// appends alerts together with its new state (one transaction: no double alerts on restart).
+pub async fn monitor(state: AppState) {
+    let config = state.config.monitors.clone();
+    let restored = match state.store.load_state(MONITOR_KEY).await {
+        Ok(Some(json)) => Monitor::from_json(&json, config.clone()),
+        Ok(None) => Monitor::new(config.clone()),
+        Err(e) => {
+            tracing::error!(error = %e, "monitor state unreadable; monitor not started");
+            return;
+        }
+    };
+    let mut monitor = match restored {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "monitor state not restorable; starting fresh");
+            match Monitor::new(config) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "monitor config invalid");
+                    return;
+                }
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Err(e) = monitor_step(&state, &mut monitor).await {
+            tracing::warn!(error = %e, "monitor step failed");
+        }
+    }
+}
+
+const MONITOR_KEY: &str = "monitor";
+
+async fn monitor_step(state: &AppState, monitor: &mut Monitor) -> Result<(), GatewayError> {
+    loop {
+        let events = state.store.events_after(monitor.cursor, 2_000).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let before = monitor.cursor;
+        let mut drafts = Vec::new();
+        for ev in &events {
+            match monitor.process(ev) {
+                Ok(d) => drafts.extend(d),
+                Err(e) => tracing::warn!(error = %e, seq = ev.seq, "monitor skipped an event"),
+            }
+        }
+        let alerts: Vec<_> = drafts
+            .iter()
+            .map(|d| d.to_event(&keel_core::id::new_id("al", state.clock.as_ref())))
+            .collect();
+        let json = monitor
+            .to_json()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let stored = state
+            .store
+            .append_with_state(alerts, MONITOR_KEY, json)
+            .await?;
+        for a in &stored {
+            tracing::warn!(alert = %a.payload["id"], metric = %a.payload["metric"], segment = %a.payload["segment_key"], "drift alert raised");
+            if let Some(url) = &state.config.alerts.webhook_url {
+                tokio::spawn(webhook(url.clone(), a.payload.clone()));
+            }
+        }
+        if let Ok(n) = state.store.count_alerts().await {
+            metrics::gauge!(crate::telemetry::ALERTS_OPEN).set(n as f64);
+        }
+        // Our own alert events are past the cursor too; they yield no observations.
+        if monitor.cursor == before {
+            return Ok(());
+        }
+    }
+}
+
+/// Delivers one alert, retrying with backoff; failures are logged, never block the monitor.
+async fn webhook(url: String, alert: serde_json::Value) {
+    let client = reqwest::Client::new();
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+        }
+        match client
+            .post(&url)
+            .timeout(Duration::from_secs(5))
+            .json(&alert)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => tracing::warn!(
+                status = r.status().as_u16(),
+                attempt,
+                "alert webhook refused"
+            ),
+            Err(e) => tracing::warn!(error = %e, attempt, "alert webhook failed"),
+        }
+    }
+    tracing::error!(alert = %alert["id"], "alert webhook gave up after 5 attempts");
+}
 
 /// Runs until aborted: checks every 250 ms (by the injected clock) whether a checkpoint is due,
 /// and once a minute whether payloads passed their retention.

@@ -36,6 +36,20 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Which detector watches which metric, and the false-alarm controls.
+    #[serde(default)]
+    pub monitors: keel_loop::watch::MonitorConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// POST each new alert as JSON here (retried with backoff; never blocks the monitor).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 /// `[ledger]`
@@ -246,6 +260,9 @@ impl Config {
                 )));
             }
         }
+        self.monitors
+            .validate()
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

@@ -79,6 +79,7 @@ pub async fn serve(
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
+    let monitor = tokio::spawn(crate::background::monitor(state.clone()));
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -101,6 +102,7 @@ pub async fn serve(
             } => Ok(()),
         };
         background.abort();
+        monitor.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

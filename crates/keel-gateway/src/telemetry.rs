@@ -21,6 +21,9 @@ pub const INTERACTIONS: &str = "keel_interactions_total";
 /// Histogram: seconds the response waited for the interaction to be committed.
 pub const RECORD_WAIT: &str = "keel_record_wait_seconds";
 
+/// Gauge: alerts raised and not yet resolved.
+pub const ALERTS_OPEN: &str = "keel_alerts_open";
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod sqlite;
 pub mod telemetry;
 
+mod alerts;
 mod interactions;
 mod keys;
 
@@ -59,6 +60,25 @@ pub enum SeqFilter {
     Before(i64),
 }
 
+/// A filter for listing alerts.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub tenant: Option<String>,
+    pub metric: Option<String>,
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// One alert (its `AlertRaised` payload).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    pub id: String,
+    pub seq: i64,
+    pub tenant: String,
+    pub at_ms: i64,
+    pub alert: serde_json::Value,
+}
+
 /// One interaction as the read API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InteractionRow {
@@ -78,6 +98,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Appends events atomically (all or none) and returns them with their sequence numbers,
     /// once committed with the store's durability.
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Appends events and, in the same transaction, replaces a worker's saved state (so a
+    /// monitor's cursor never disagrees with the alerts it raised).
+    async fn append_with_state(
+        &self,
+        events: Vec<NewEvent>,
+        key: &str,
+        state: String,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// A worker's saved state.
+    async fn load_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Alerts matching `q`, newest first.
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// How many alerts exist.
+    async fn count_alerts(&self) -> Result<u64, StoreError>;
 
     /// Queues events for the writer without waiting for the commit (the `async` durability
     /// mode). Errors in the later commit are logged and counted, not returned.

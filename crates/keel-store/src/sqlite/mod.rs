@@ -15,12 +15,13 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alerts::alert_from_row;
 use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
 use crate::keys::{key_from_row, SELECT_KEYS};
 use crate::ledger::{checkpoint_from_row, leaf_from_row, ledger_row, with_nodes};
 use crate::registry::sqlite_migrations;
+use crate::{AlertQuery, AlertRow, LeafRow, LedgerRow, SeqFilter, StoredCheckpoint};
 use crate::{Durability, InteractionQuery, InteractionRow, Store, StoreError};
-use crate::{LeafRow, LedgerRow, SeqFilter, StoredCheckpoint};
 use keel_ledger::Hash;
 
 use writer::{Job, WriterMsg};
@@ -206,6 +207,7 @@ impl Store for SqliteStore {
         self.tx
             .send(WriterMsg::Job(Job {
                 events,
+                state: None,
                 reply: Some(reply),
             }))
             .await
@@ -213,10 +215,61 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn append_with_state(
+        &self,
+        events: Vec<NewEvent>,
+        key: &str,
+        state: String,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriterMsg::Job(Job {
+                events,
+                state: Some((key.to_string(), state)),
+                reply: Some(reply),
+            }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn load_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM worker_state WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.seq, a.tenant, a.at_ms, e.payload FROM alerts a JOIN events e ON e.seq = a.seq
+             WHERE (?1 IS NULL OR a.tenant = ?1) AND (?2 IS NULL OR a.seq < ?2)
+               AND (?3 IS NULL OR a.metric = ?3)
+             ORDER BY a.seq DESC LIMIT ?4",
+        )
+        .bind(q.tenant.as_deref())
+        .bind(q.before_seq)
+        .bind(q.metric.as_deref())
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn count_alerts(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts")
+            .fetch_one(&self.reads)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n as u64)
+    }
+
     fn submit(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
         self.tx
             .try_send(WriterMsg::Job(Job {
                 events,
+                state: None,
                 reply: None,
             }))
             .map_err(|_| StoreError::Closed)

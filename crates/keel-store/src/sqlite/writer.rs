@@ -12,6 +12,8 @@ use crate::StoreError;
 
 pub(crate) struct Job {
     pub events: Vec<NewEvent>,
+    /// A worker's state (`key`, JSON) committed atomically with the events.
+    pub state: Option<(String, String)>,
     pub reply: Option<oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>>,
 }
 
@@ -119,6 +121,22 @@ async fn write_all(
                 Err(e) => {
                     failed = Some(e);
                     break;
+                }
+            }
+        }
+        if failed.is_none() {
+            if let Some((key, value)) = &job.state {
+                let r = sqlx::query(
+                    "INSERT INTO worker_state (key, value, seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, seq = excluded.seq",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(seq)
+                .execute(&mut *sp)
+                .await;
+                if let Err(e) = r {
+                    failed = Some(StoreError::from(e));
                 }
             }
         }

@@ -1,0 +1,23 @@
+//! The loop crate's error type, with HTTP statuses.
+
+/// Errors from the loop stages.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("monitor config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Drift(#[from] keel_drift::DriftError),
+    #[error("monitor state: {0}")]
+    State(String),
+}
+
+impl LoopError {
+    /// The HTTP status this error should be reported with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            LoopError::Config(_) => 400,
+            LoopError::Drift(e) => e.http_status(),
+            LoopError::State(_) => 500,
+        }
+    }
+}

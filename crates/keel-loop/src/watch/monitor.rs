@@ -1,0 +1,383 @@
+//! The monitor: one drift detector per (metric, segment), fed observations in log order.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use keel_core::{NewEvent, StoredEvent};
+use keel_drift::{AnyDetector, Detector, DetectorSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::metrics::{observations, Segment};
+use crate::LoopError;
+
+/// Which detector watches which metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorRule {
+    pub metric: String,
+    /// A detector spec, e.g. `adwin:delta=0.002` (see `keel drift replay --help`).
+    pub detector: String,
+}
+
+/// Monitor settings (`[monitors]` in keel.toml).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    #[serde(default = "default_rules")]
+    pub rules: Vec<MonitorRule>,
+    /// Observations a segment's stream needs before it may alert.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// No second alert for the same (metric, segment) within this time.
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: i64,
+    /// Sample interaction ids kept as evidence per stream.
+    #[serde(default = "default_evidence")]
+    pub evidence: usize,
+    /// Scale detector sensitivity by the number of active segments (Bonferroni).
+    #[serde(default = "default_true")]
+    pub scale_by_segments: bool,
+}
+
+fn default_rules() -> Vec<MonitorRule> {
+    [
+        ("upstream_error_rate", "adwin:delta=0.002"),
+        ("refusal_rate", "adwin:delta=0.002"),
+        ("block_rate", "adwin:delta=0.002"),
+        ("escalate_rate", "adwin:delta=0.002"),
+        ("redact_rate", "adwin:delta=0.002"),
+        ("latency_ms", "adwin:delta=0.0001"),
+        ("wrong_answer_rate", "adwin:delta=0.002"),
+        ("thumbs_down_rate", "adwin:delta=0.002"),
+        ("csat", "adwin:delta=0.002"),
+    ]
+    .into_iter()
+    .map(|(m, d)| MonitorRule {
+        metric: m.to_string(),
+        detector: d.to_string(),
+    })
+    .collect()
+}
+fn default_min_samples() -> u64 {
+    30
+}
+fn default_cooldown_ms() -> i64 {
+    10 * 60 * 1000
+}
+fn default_evidence() -> usize {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            rules: default_rules(),
+            min_samples: default_min_samples(),
+            cooldown_ms: default_cooldown_ms(),
+            evidence: default_evidence(),
+            scale_by_segments: true,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Checks every rule's detector spec.
+    pub fn validate(&self) -> Result<(), LoopError> {
+        for r in &self.rules {
+            DetectorSpec::parse(&r.detector)
+                .map_err(|e| LoopError::Config(format!("monitor for `{}`: {e}", r.metric)))?;
+        }
+        Ok(())
+    }
+}
+
+/// An alert the caller turns into an `AlertRaised` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertDraft {
+    pub metric: String,
+    pub segment: Segment,
+    pub detector: String,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    pub evidence: Vec<String>,
+    pub severity: &'static str,
+    /// The event that raised it.
+    pub seq: i64,
+    pub at_ms: i64,
+    /// Observations in this stream so far.
+    pub samples: u64,
+}
+
+impl AlertDraft {
+    /// The `AlertRaised` event, with `id` assigned by the caller.
+    pub fn to_event(&self, id: &str) -> NewEvent {
+        NewEvent {
+            kind: "AlertRaised".to_string(),
+            actor: "monitor".to_string(),
+            tenant: self.segment.tenant.clone(),
+            at_ms: self.at_ms,
+            payload: json!({
+                "id": id,
+                "metric": self.metric,
+                "segment": self.segment,
+                "segment_key": self.segment.key(),
+                "detector": self.detector,
+                "before": self.before,
+                "after": self.after,
+                "evidence": self.evidence,
+                "severity": self.severity,
+                "raised_by_seq": self.seq,
+                "samples": self.samples,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stream {
+    detector: AnyDetector,
+    spec: String,
+    n: u64,
+    evidence: VecDeque<String>,
+    last_alert_ms: Option<i64>,
+}
+
+/// The monitor's whole state; serialise it to resume without double alerts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Monitor {
+    #[serde(skip)]
+    config: MonitorConfig,
+    streams: BTreeMap<String, Stream>,
+    segments: BTreeMap<String, u64>,
+    /// The last event sequence processed.
+    pub cursor: i64,
+}
+
+fn severity(metric: &str, before: Option<f64>, after: Option<f64>) -> &'static str {
+    let (Some(b), Some(a)) = (before, after) else {
+        return "medium";
+    };
+    let worse = if metric == "csat" { a < b } else { a > b };
+    if !worse {
+        return "low";
+    }
+    let rel = (a - b).abs() / b.abs().max(0.01);
+    if rel >= 1.0 || (a - b).abs() >= 0.2 {
+        "high"
+    } else {
+        "medium"
+    }
+}
+
+impl Monitor {
+    /// A fresh monitor.
+    pub fn new(config: MonitorConfig) -> Result<Self, LoopError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            streams: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            cursor: 0,
+        })
+    }
+
+    /// Restores a monitor saved with [`Monitor::to_json`], under (possibly new) `config`.
+    pub fn from_json(json: &str, config: MonitorConfig) -> Result<Self, LoopError> {
+        config.validate()?;
+        let mut m: Monitor =
+            serde_json::from_str(json).map_err(|e| LoopError::State(e.to_string()))?;
+        m.config = config;
+        Ok(m)
+    }
+
+    /// The state as JSON.
+    pub fn to_json(&self) -> Result<String, LoopError> {
+        serde_json::to_string(self).map_err(|e| LoopError::State(e.to_string()))
+    }
+
+    /// Number of (metric, segment) streams.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn spec_for(&self, metric: &str) -> Option<&str> {
+        self.config
+            .rules
+            .iter()
+            .find(|r| r.metric == metric)
+            .map(|r| r.detector.as_str())
+    }
+
+    fn new_stream(&self, spec: &str) -> Result<Stream, LoopError> {
+        let mut parsed = DetectorSpec::parse(spec)?;
+        if self.config.scale_by_segments {
+            let k = (self.segments.len().max(1)) as f64;
+            match &mut parsed {
+                DetectorSpec::Adwin(c) => c.delta /= k,
+                DetectorSpec::PageHinkley(c) => c.threshold *= 1.0 + k.ln(),
+                _ => {}
+            }
+        }
+        Ok(Stream {
+            detector: parsed.build()?,
+            spec: parsed.to_string(),
+            n: 0,
+            evidence: VecDeque::with_capacity(self.config.evidence),
+            last_alert_ms: None,
+        })
+    }
+
+    /// Feeds one event; returns the alerts it raises. Events at or below the cursor are
+    /// ignored, so replaying after a restart never double-alerts.
+    pub fn process(&mut self, event: &StoredEvent) -> Result<Vec<AlertDraft>, LoopError> {
+        if event.seq <= self.cursor {
+            return Ok(Vec::new());
+        }
+        self.cursor = event.seq;
+        let mut alerts = Vec::new();
+        for obs in observations(event) {
+            if !obs.value.is_finite() {
+                continue;
+            }
+            let Some(spec) = self.spec_for(obs.metric).map(str::to_string) else {
+                continue;
+            };
+            let seg_key = obs.segment.key();
+            let count = self.segments.entry(seg_key.clone()).or_insert(0);
+            *count += 1;
+            let key = format!("{}|{}", obs.metric, seg_key);
+            if !self.streams.contains_key(&key) {
+                let s = self.new_stream(&spec)?;
+                self.streams.insert(key.clone(), s);
+            }
+            let min_samples = self.config.min_samples;
+            let cooldown = self.config.cooldown_ms;
+            let keep = self.config.evidence;
+            let Some(stream) = self.streams.get_mut(&key) else {
+                continue;
+            };
+            let before = stream.detector.estimate();
+            let drift = stream.detector.update(obs.value)?;
+            stream.n += 1;
+            if let Some(id) = obs.interaction_id {
+                if stream.evidence.len() >= keep.max(1) {
+                    stream.evidence.pop_front();
+                }
+                stream.evidence.push_back(id);
+            }
+            let cooled = stream
+                .last_alert_ms
+                .is_none_or(|t| event.at_ms - t >= cooldown);
+            if drift && stream.n >= min_samples && cooled {
+                stream.last_alert_ms = Some(event.at_ms);
+                let after = stream.detector.estimate();
+                alerts.push(AlertDraft {
+                    metric: obs.metric.to_string(),
+                    segment: obs.segment,
+                    detector: stream.spec.clone(),
+                    before,
+                    after,
+                    evidence: stream.evidence.iter().cloned().collect(),
+                    severity: severity(obs.metric, before, after),
+                    seq: event.seq,
+                    at_ms: event.at_ms,
+                    samples: stream.n,
+                });
+            }
+        }
+        Ok(alerts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn interaction(seq: i64, locale: &str, failed: bool) -> StoredEvent {
+        StoredEvent {
+            seq,
+            kind: "InteractionRecorded".into(),
+            actor: "app".into(),
+            tenant: "acme".into(),
+            at_ms: seq * 1000,
+            payload: json!({"id": format!("ix_{seq}"), "outcome": if failed {"upstream_error"} else {"ok"},
+                            "latency_ms": 10, "response_text": ["fine"], "context": {"locale": locale}}),
+        }
+    }
+
+    #[test]
+    fn one_segment_jumps_and_only_it_alerts() {
+        let mut m = Monitor::new(MonitorConfig::default()).unwrap();
+        let mut alerts = Vec::new();
+        let mut seq = 0;
+        for i in 0..2000 {
+            for locale in ["en", "ja"] {
+                seq += 1;
+                let failed = locale == "ja" && i >= 1000 && i % 2 == 0;
+                alerts.extend(m.process(&interaction(seq, locale, failed)).unwrap());
+            }
+        }
+        assert!(!alerts.is_empty(), "the jump was detected");
+        assert!(
+            alerts
+                .iter()
+                .all(|a| a.segment.locale == "ja" && a.metric == "upstream_error_rate"),
+            "{alerts:?}"
+        );
+        let first = &alerts[0];
+        assert!(
+            first.seq > 2000 && first.seq < 2400,
+            "detected within a bounded delay: {}",
+            first.seq
+        );
+        assert_eq!(first.severity, "high");
+        assert!(first.evidence.iter().all(|e| e.starts_with("ix_")));
+        assert_eq!(alerts.len(), 1, "the cooldown deduplicates");
+    }
+
+    #[test]
+    fn state_round_trips_without_double_alerts() {
+        let mut a = Monitor::new(MonitorConfig::default()).unwrap();
+        for s in 1..=500 {
+            a.process(&interaction(s, "en", false)).unwrap();
+        }
+        let saved = a.to_json().unwrap();
+        let mut b = Monitor::from_json(&saved, MonitorConfig::default()).unwrap();
+        assert_eq!(b.cursor, 500);
+        assert!(
+            b.process(&interaction(400, "en", true)).unwrap().is_empty(),
+            "already processed"
+        );
+        for s in 501..=900 {
+            let x = interaction(s, "en", s % 2 == 0);
+            assert_eq!(a.process(&x).unwrap(), b.process(&x).unwrap());
+        }
+    }
+
+    #[test]
+    fn bad_specs_are_config_errors() {
+        let cfg = MonitorConfig {
+            rules: vec![MonitorRule {
+                metric: "x".into(),
+                detector: "adwin:delta=7".into(),
+            }],
+            ..MonitorConfig::default()
+        };
+        assert!(matches!(Monitor::new(cfg), Err(LoopError::Config(_))));
+    }
+
+    #[test]
+    fn constant_streams_never_alert() {
+        let mut m = Monitor::new(MonitorConfig::default()).unwrap();
+        for s in 1..=5000 {
+            assert!(m
+                .process(&interaction(s, if s % 3 == 0 { "en" } else { "fr" }, false))
+                .unwrap()
+                .is_empty());
+        }
+    }
+}
