@@ -4,6 +4,7 @@
 
 mod audit;
 mod backfill;
+mod policy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         verb: KeysVerb,
     },
+    /// Policy bundles: lint, test, diff (no config); publish, activate, list (config).
+    Policy {
+        #[command(subcommand)]
+        verb: PolicyVerb,
+    },
     /// Streaming change detectors.
     Drift {
         #[command(subcommand)]
@@ -62,6 +68,44 @@ enum Command {
     Audit {
         #[command(subcommand)]
         verb: AuditVerb,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PolicyVerb {
+    /// Check bundles; errors name the file, line and rule id.
+    Lint {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Run bundles' inline tests; non-zero exit naming each failing case.
+    Test {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+    /// What changed between two bundles.
+    Diff { from: PathBuf, to: PathBuf },
+    /// Publish a bundle as a new version (prints the version id); its tests must pass.
+    Publish {
+        #[command(flatten)]
+        config: ConfigArg,
+        dir: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make a version active for every tenant, or for one (`--tenant`); a running server
+    /// switches within a second.
+    Activate {
+        #[command(flatten)]
+        config: ConfigArg,
+        version: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Published versions and where they are active.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }
 
@@ -257,6 +301,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             keys(verb, clock).await
+        }
+        Command::Policy { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            policy::run(verb, clock).await
         }
         Command::Drift {
             verb: DriftVerb::Backfill { config, since },

@@ -11,6 +11,7 @@ mod cli;
 mod durability;
 mod faults;
 mod ledger;
+mod policy;
 mod sdk;
 mod support;
 mod watch;

@@ -56,6 +56,15 @@ pub struct InteractionRecord {
     pub error: Option<String>,
     /// Upstream attempts made (retries and fallbacks included).
     pub attempts: u32,
+    /// The policy version that decided this interaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// The policy decisions: `{action, input, output}` with rule ids, spans and signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
+    /// What the upstream said, when the policy changed it before the client saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_text: Option<Vec<String>>,
 }
 
 impl InteractionRecord {

@@ -4,3 +4,4 @@ pub mod alerts;
 pub mod interactions;
 pub mod ledger;
 pub mod openapi;
+pub mod policies;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// True once a graceful shutdown began.
     pub draining: Arc<AtomicBool>,
+    /// The active policies.
+    pub policies: Arc<crate::policy::PolicyRuntime>,
     /// Signs ledger checkpoints.
     pub signer: Arc<keel_audit::LedgerSigner>,
     /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
@@ -49,6 +51,7 @@ impl AppState {
         )
         .map_err(|e| GatewayError::Config(e.to_string()))?;
         Ok(Self {
+            policies: Arc::new(crate::policy::PolicyRuntime::new()?),
             signer: Arc::new(signer),
             on_demand: Arc::new(tokio::sync::Mutex::new(i64::MIN / 2)),
             config: Arc::new(config),

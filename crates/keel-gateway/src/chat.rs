@@ -5,6 +5,7 @@
 //! goes away drops the handler or the body stream; [`Pending`]'s drop guard then records the
 //! interaction as `client_cancelled`, and dropping the upstream body cancels the upstream call.
 
+mod enforce;
 mod pending;
 mod request;
 mod stream;
@@ -23,6 +24,7 @@ use crate::error::GatewayError;
 use crate::extract::{parse_json_value, read_body};
 use crate::routes::RouteModule;
 use crate::sse::ReplyAccumulator;
+use keel_policy::{ActionKind, EvalInput, Phase};
 
 pub use pending::Pending;
 pub use request::{validate_chat_request, ChatRequest};
@@ -75,12 +77,54 @@ async fn chat_completions(
     }
     let mut pending = Pending::start(&state, &caller, &chat);
     let id = pending.id().to_string();
-    let sent = state.upstreams.send(&chat.model, &chat.forward).await;
+    let policy = state.policies.for_tenant(&caller.0.tenant);
+    pending.policy_version = Some(policy.version().to_string());
+    let input = EvalInput::from_openai_request(
+        &chat.forward,
+        enforce::eval_context(&chat.context, state.clock.now()),
+    );
+    let in_dec = policy.evaluate(Phase::Input, &input);
+    let created = state.clock.now_ms() / 1000;
+    if in_dec.is_blocking() {
+        let message = in_dec
+            .message
+            .clone()
+            .unwrap_or_else(|| "This request was blocked by policy.".into());
+        let body = enforce::blocked_completion(&id, &chat.model, created, chat.n, &message);
+        let mut acc = ReplyAccumulator::default();
+        acc.observe_completion(&body);
+        pending.acc = acc;
+        pending.decision = Some(enforce::record(&in_dec, &[]));
+        pending.finish(Outcome::Ok, 200, None).await?;
+        let resp = if chat.stream {
+            stream::blocked(
+                &id,
+                &chat.model,
+                created,
+                chat.n,
+                &message,
+                chat.include_usage,
+            )
+        } else {
+            Json(body).into_response()
+        };
+        return Ok(decision_header(with_headers(resp, &id), in_dec.summary()));
+    }
+    let mut forward = chat.forward.clone();
+    enforce::apply_transforms(&mut forward, &in_dec);
+    let route = (in_dec.action == ActionKind::Route)
+        .then(|| in_dec.upstream.clone())
+        .flatten();
+    let sent = state
+        .upstreams
+        .send_routed(&chat.model, &forward, route.as_deref())
+        .await;
     let upstream = match sent {
         Ok(u) => u,
         Err(failure) => {
             pending.attempts = failure.attempts;
             pending.upstream = failure.upstream;
+            pending.decision = Some(enforce::record(&in_dec, &[]));
             let outcome = match failure.error {
                 GatewayError::UpstreamTimeout(_) => Outcome::UpstreamTimeout,
                 _ => Outcome::UpstreamError,
@@ -98,8 +142,13 @@ async fn chat_completions(
     pending.attempts = upstream.attempts;
     pending.upstream = Some(upstream.upstream.clone());
     let status = upstream.response.status();
+    let header_action = in_dec.summary().to_string();
     if chat.stream && status.is_success() {
-        return Ok(stream::respond(pending, upstream));
+        let guard = stream::PolicyStream::new(policy, input, in_dec);
+        return Ok(decision_header(
+            stream::respond(pending, upstream, guard),
+            &header_action,
+        ));
     }
     let body = match tokio::time::timeout(upstream.timeout, upstream.response.bytes()).await {
         Ok(Ok(b)) => b,
@@ -141,11 +190,31 @@ async fn chat_completions(
         return Ok(WithId(err, id).into_response());
     };
     completion["id"] = Value::String(id.clone());
+    let out_dec = policy.evaluate(Phase::Output, &input.with_openai_response(&completion));
+    let mut original = ReplyAccumulator::default();
+    original.observe_completion(&completion);
+    if out_dec.is_blocking() {
+        let message = out_dec
+            .message
+            .clone()
+            .unwrap_or_else(|| "This reply was blocked by policy.".into());
+        enforce::block_completion(&mut completion, &message);
+    } else {
+        enforce::apply_transforms(&mut completion, &out_dec);
+    }
     let mut acc = ReplyAccumulator::default();
     acc.observe_completion(&completion);
+    if acc.texts != original.texts {
+        pending.upstream_text = Some(original.texts);
+    }
     pending.acc = acc;
+    let action = enforce::overall(&[&in_dec, &out_dec]).as_str();
+    pending.decision = Some(enforce::record(&in_dec, std::slice::from_ref(&out_dec)));
     pending.finish(Outcome::Ok, 200, None).await?;
-    Ok(with_headers(Json(completion).into_response(), &id))
+    Ok(decision_header(
+        with_headers(Json(completion).into_response(), &id),
+        action,
+    ))
 }
 
 /// Adds Keel's headers to a reply.
@@ -158,6 +227,14 @@ pub(crate) fn with_headers(mut resp: Response, id: &str) -> Response {
     resp.headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Sets `x-keel-decision`.
+pub(crate) fn decision_header(mut resp: Response, action: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(action) {
+        resp.headers_mut().insert(DECISION_HEADER, v);
+    }
     resp
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod policy;
 pub mod routes;
 pub mod server;
 pub mod sse;

@@ -73,8 +73,9 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     let state = AppState::new(config, store.clone(), clock)?;
-    // Start-up: confirm the log is readable and sign a checkpoint over it.
+    // Start-up: confirm the log is readable, load the active policies, sign a checkpoint.
     let last = state.store.last_seq().await?;
+    state.policies.refresh(state.store.as_ref()).await?;
     keel_audit::issue_checkpoint(state.store.as_ref(), &state.signer, state.clock.as_ref()).await?;
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();

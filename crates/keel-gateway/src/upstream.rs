@@ -137,6 +137,17 @@ impl Upstreams {
         model: &str,
         body: &serde_json::Value,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
+        self.send_routed(model, body, None).await
+    }
+
+    /// Like [`Upstreams::send`], but a policy `route` names the upstream to use (it must be
+    /// configured; it need not list the model).
+    pub async fn send_routed(
+        &self,
+        model: &str,
+        body: &serde_json::Value,
+        route: Option<&str>,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
         let bytes = serde_json::to_vec(body).map_err(|e| UpstreamFailure {
             error: GatewayError::Internal(e.to_string()),
             attempts: 0,
@@ -145,7 +156,21 @@ impl Upstreams {
         let bytes = bytes::Bytes::from(bytes);
         let mut attempts = 0u32;
         let mut last: Option<(GatewayError, String)> = None;
-        for u in self.list.iter().filter(|u| u.serves(model)) {
+        let candidates: Vec<&Upstream> = match route {
+            Some(name) => self.list.iter().filter(|u| u.config.name == name).collect(),
+            None => self.list.iter().filter(|u| u.serves(model)).collect(),
+        };
+        if route.is_some() && candidates.is_empty() {
+            return Err(UpstreamFailure {
+                error: GatewayError::Upstream(format!(
+                    "the policy routes to upstream `{}`, which is not configured",
+                    route.unwrap_or_default()
+                )),
+                attempts: 0,
+                upstream: None,
+            });
+        }
+        for u in candidates {
             for attempt in 0..=u.config.retries {
                 if attempt > 0 {
                     let factor = 1u64 << (attempt - 1).min(16);

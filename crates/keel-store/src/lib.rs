@@ -15,6 +15,7 @@ pub mod telemetry;
 mod alerts;
 mod interactions;
 mod keys;
+pub mod policies;
 
 use async_trait::async_trait;
 use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use error::StoreError;
 pub use ledger::{LeafRow, LedgerRow, StoredCheckpoint};
+pub use policies::{ActivationRow, PolicyVersionRow};
 pub use registry::{SqliteMigration, SqliteProjection};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -116,6 +118,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// How many alerts exist.
     async fn count_alerts(&self) -> Result<u64, StoreError>;
+
+    /// Every published policy version, oldest first.
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRow>, StoreError>;
+
+    /// The `PolicyPublished` payload of `version` (its files included).
+    async fn policy_bundle(&self, version: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// The active version per scope.
+    async fn policy_activations(&self) -> Result<Vec<ActivationRow>, StoreError>;
 
     /// Queues events for the writer without waiting for the commit (the `async` durability
     /// mode). Errors in the later commit are logged and counted, not returned.

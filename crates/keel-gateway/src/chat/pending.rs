@@ -29,6 +29,9 @@ pub struct Pending {
     pub acc: ReplyAccumulator,
     pub upstream: Option<String>,
     pub attempts: u32,
+    pub policy_version: Option<String>,
+    pub decision: Option<serde_json::Value>,
+    pub upstream_text: Option<Vec<String>>,
 }
 
 struct Draft {
@@ -60,6 +63,9 @@ impl Pending {
             acc: ReplyAccumulator::default(),
             upstream: None,
             attempts: 0,
+            policy_version: None,
+            decision: None,
+            upstream_text: None,
         }
     }
 
@@ -98,6 +104,9 @@ impl Pending {
             status,
             error,
             attempts: self.attempts,
+            policy_version: self.policy_version.clone(),
+            decision: self.decision.take(),
+            upstream_text: self.upstream_text.take(),
         })
     }
 

@@ -10,6 +10,8 @@ use crate::error::GatewayError;
 pub struct ChatRequest {
     pub model: String,
     pub stream: bool,
+    /// `stream_options.include_usage`
+    pub include_usage: bool,
     pub n: u64,
     pub context: RequestContext,
     /// The `messages` array as sent.
@@ -248,9 +250,15 @@ pub fn validate_chat_request(body: Value, tenant: &str) -> Result<ChatRequest, G
         }
         Some(other) => return Err(wrong("metadata", "an object", other)),
     }
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(ChatRequest {
         model,
         stream,
+        include_usage,
         n,
         context,
         messages,

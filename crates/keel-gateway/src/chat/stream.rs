@@ -1,27 +1,122 @@
-//! Streaming replies: relay the upstream's SSE with Keel's id, holding back the last chunk until
-//! the interaction is committed.
+//! Streaming replies: relay the upstream's SSE with Keel's id, run the output policy over the
+//! text as it streams (holding back just enough that a redaction never leaks), and hold back
+//! the last chunk until the interaction is committed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use futures::stream::{BoxStream, StreamExt};
 use keel_core::Outcome;
-use serde_json::Value;
+use keel_policy::{Decision, EvalInput, Policy, StreamGuard};
+use serde_json::{json, Value};
 
-use super::{with_headers, Pending};
+use super::{enforce, with_headers, Pending};
 use crate::error::GatewayError;
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{ReplyAccumulator, SseEvent, SseParser};
 use crate::upstream::UpstreamResponse;
+
+/// The output policy over one stream: a guard per choice.
+pub(crate) struct PolicyStream {
+    policy: Arc<Policy>,
+    input: EvalInput,
+    in_dec: Decision,
+    guards: BTreeMap<u64, StreamGuard>,
+    /// What the upstream sent, before the policy.
+    original: ReplyAccumulator,
+}
+
+impl PolicyStream {
+    pub(crate) fn new(policy: Arc<Policy>, input: EvalInput, in_dec: Decision) -> Self {
+        Self {
+            policy,
+            input,
+            in_dec,
+            guards: BTreeMap::new(),
+            original: ReplyAccumulator::default(),
+        }
+    }
+
+    fn guard(&mut self, idx: u64) -> &mut StreamGuard {
+        let (policy, input) = (&self.policy, &self.input);
+        self.guards
+            .entry(idx)
+            .or_insert_with(|| StreamGuard::new(policy.clone(), input.clone(), idx as usize))
+    }
+
+    /// Rewrites one upstream chunk's deltas through the guards. Returns the chunk and, if a
+    /// rule blocked, the message that ends the stream.
+    fn transform(&mut self, mut chunk: Value) -> (Value, Option<String>) {
+        self.original.observe_chunk(&chunk);
+        let mut blocked = None;
+        if let Some(choices) = chunk["choices"].as_array_mut() {
+            for c in choices.iter_mut() {
+                let idx = c["index"].as_u64().unwrap_or(0);
+                let content = c["delta"]["content"].as_str().map(str::to_string);
+                let finishing = c["finish_reason"].is_string();
+                let mut emit = String::new();
+                let mut block = None;
+                if let Some(text) = content.as_deref().filter(|t| !t.is_empty()) {
+                    let out = self.guard(idx).push(text);
+                    emit.push_str(&out.emit);
+                    block = out.blocked;
+                }
+                if finishing && block.is_none() {
+                    let out = self.guard(idx).finish();
+                    emit.push_str(&out.emit);
+                    block = out.blocked;
+                }
+                if let Some(b) = block {
+                    c["delta"] = json!({"content": format!("{emit}{}", b.message)});
+                    c["finish_reason"] = Value::String("content_filter".into());
+                    blocked = Some(b.message);
+                } else if content.is_some() || !emit.is_empty() {
+                    c["delta"]["content"] = Value::String(emit);
+                }
+            }
+        }
+        (chunk, blocked)
+    }
+
+    /// Flushes guards whose choice never finished (the upstream sent no finish_reason).
+    fn flush(&mut self, id: &str, model: &str, created: i64) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (idx, g) in self.guards.iter_mut() {
+            let o = g.finish();
+            if let Some(b) = o.blocked {
+                out.push(enforce::chunk(
+                    id,
+                    model,
+                    created,
+                    *idx,
+                    &format!("{}{}", o.emit, b.message),
+                    Some("content_filter"),
+                ));
+            } else if !o.emit.is_empty() {
+                out.push(enforce::chunk(id, model, created, *idx, &o.emit, None));
+            }
+        }
+        out
+    }
+
+    fn record(&self) -> Value {
+        let outputs: Vec<Decision> = self.guards.values().map(StreamGuard::decision).collect();
+        enforce::record(&self.in_dec, &outputs)
+    }
+}
 
 struct Relay {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     timeout: std::time::Duration,
     parser: SseParser,
     pending: Option<Pending>,
+    policy: PolicyStream,
     id: String,
+    model: String,
+    created: i64,
     held: Option<Bytes>,
     out: VecDeque<Bytes>,
     done: bool,
@@ -32,9 +127,18 @@ fn sse_data(v: &Value) -> Bytes {
 }
 
 impl Relay {
+    fn stamp(&mut self, p: &mut Pending) {
+        p.decision = Some(self.policy.record());
+        let original = std::mem::take(&mut self.policy.original);
+        if original.texts != p.acc.texts {
+            p.upstream_text = Some(original.texts);
+        }
+    }
+
     /// Ends the stream with a recorded failure and an SSE error event.
     async fn fail(&mut self, outcome: Outcome, err: GatewayError) {
-        if let Some(p) = self.pending.take() {
+        if let Some(mut p) = self.pending.take() {
+            self.stamp(&mut p);
             if let Err(e) = p.finish(outcome, 200, Some(err.to_string())).await {
                 tracing::error!(error = %e, "recording a failed stream");
             }
@@ -48,8 +152,21 @@ impl Relay {
 
     /// Ends the stream successfully: commit first, then release the held chunk and `[DONE]`.
     async fn complete(&mut self) {
+        let flushed = self.policy.flush(&self.id, &self.model, self.created);
+        let held = self.held.take();
+        for c in flushed {
+            self.observe_and_hold(c);
+        }
+        if let Some(h) = held {
+            if let Some(prev) = self.held.replace(h) {
+                self.out.push_back(prev);
+            }
+        }
         let result = match self.pending.take() {
-            Some(p) => p.finish(Outcome::Ok, 200, None).await,
+            Some(mut p) => {
+                self.stamp(&mut p);
+                p.finish(Outcome::Ok, 200, None).await
+            }
             None => Ok(()),
         };
         match result {
@@ -64,16 +181,23 @@ impl Relay {
         self.done = true;
     }
 
-    fn relay_chunk(&mut self, mut chunk: Value) {
-        if chunk.get("id").is_some() {
-            chunk["id"] = Value::String(self.id.clone());
-        }
+    fn observe_and_hold(&mut self, chunk: Value) {
         if let Some(p) = self.pending.as_mut() {
             p.acc.observe_chunk(&chunk);
         }
         if let Some(h) = self.held.replace(sse_data(&chunk)) {
             self.out.push_back(h);
         }
+    }
+
+    /// Relays one upstream chunk; true when a policy block ended the stream.
+    fn relay_chunk(&mut self, mut chunk: Value) -> bool {
+        if chunk.get("id").is_some() {
+            chunk["id"] = Value::String(self.id.clone());
+        }
+        let (chunk, blocked) = self.policy.transform(chunk);
+        self.observe_and_hold(chunk);
+        blocked.is_some()
     }
 
     async fn step(&mut self) {
@@ -132,7 +256,12 @@ impl Relay {
                             )
                             .await;
                     }
-                    Ok(v) => self.relay_chunk(v),
+                    Ok(v) => {
+                        if self.relay_chunk(v) {
+                            // A block ends the stream cleanly; the upstream is dropped.
+                            return self.complete().await;
+                        }
+                    }
                     Err(_) => {
                         return self
                             .fail(
@@ -149,15 +278,33 @@ impl Relay {
     }
 }
 
+fn sse_response(body: Body, id: &str) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    with_headers(resp, id)
+}
+
 /// Builds the streaming response.
-pub(super) fn respond(pending: Pending, upstream: UpstreamResponse) -> Response {
+pub(super) fn respond(
+    pending: Pending,
+    upstream: UpstreamResponse,
+    policy: PolicyStream,
+) -> Response {
     let id = pending.id().to_string();
     let relay = Relay {
         upstream: upstream.response.bytes_stream().boxed(),
         timeout: upstream.timeout,
         parser: SseParser::default(),
+        model: policy.input.model.clone().unwrap_or_default(),
         pending: Some(pending),
+        policy,
         id: id.clone(),
+        created: 0,
         held: None,
         out: VecDeque::new(),
         done: false,
@@ -173,12 +320,33 @@ pub(super) fn respond(pending: Pending, upstream: UpstreamResponse) -> Response 
             r.step().await;
         }
     });
-    let mut resp = Response::new(Body::from_stream(stream));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    with_headers(resp, &id)
+    sse_response(Body::from_stream(stream), &id)
+}
+
+/// A blocked request answered as a stream: the rule's message, `content_filter`, `[DONE]`.
+pub(super) fn blocked(
+    id: &str,
+    model: &str,
+    created: i64,
+    n: u64,
+    message: &str,
+    usage: bool,
+) -> Response {
+    let mut body = String::new();
+    for i in 0..n.max(1) {
+        let role = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]});
+        body.push_str(&format!("data: {role}\n\n"));
+        body.push_str(&format!(
+            "data: {}\n\n",
+            enforce::chunk(id, model, created, i, message, Some("content_filter"))
+        ));
+    }
+    if usage {
+        let u = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}});
+        body.push_str(&format!("data: {u}\n\n"));
+    }
+    body.push_str("data: [DONE]\n\n");
+    sse_response(Body::from(body), id)
 }

@@ -19,7 +19,9 @@ use crate::alerts::alert_from_row;
 use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
 use crate::keys::{key_from_row, SELECT_KEYS};
 use crate::ledger::{checkpoint_from_row, leaf_from_row, ledger_row, with_nodes};
+use crate::policies::{activation_from_row, version_from_row};
 use crate::registry::sqlite_migrations;
+use crate::{ActivationRow, PolicyVersionRow};
 use crate::{AlertQuery, AlertRow, LeafRow, LedgerRow, SeqFilter, StoredCheckpoint};
 use crate::{Durability, InteractionQuery, InteractionRow, Store, StoreError};
 use keel_ledger::Hash;
@@ -263,6 +265,37 @@ impl Store for SqliteStore {
             .await?;
         let n: i64 = row.try_get("n")?;
         Ok(n as u64)
+    }
+
+    async fn policy_versions(&self) -> Result<Vec<PolicyVersionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, seq, name, owner, actor, reason, published_ms FROM policy_versions ORDER BY seq",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn policy_bundle(&self, version: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.payload FROM policy_versions v JOIN events e ON e.seq = v.seq WHERE v.version = ?1",
+        )
+        .bind(version)
+        .fetch_optional(&self.reads)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let text: Option<String> = row.try_get("payload")?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn policy_activations(&self) -> Result<Vec<ActivationRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT scope, version, seq, actor, at_ms FROM policy_activations ORDER BY scope",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(activation_from_row).collect()
     }
 
     fn submit(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {

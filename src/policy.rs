@@ -1,0 +1,169 @@
+//! The `keel policy` verbs: lint, test and diff bundles (no config); publish, activate and list
+//! versions (config).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use keel_core::clock::format_ms;
+use keel_core::Clock;
+use keel_gateway::server::open_store;
+use keel_loop::update::{activated_event, published_event, GLOBAL_SCOPE};
+use keel_policy::{lint, run_tests, Bundle, Policy};
+
+use crate::{cli_actor, load, PolicyVerb};
+
+fn load_policy(dir: &PathBuf) -> Result<(Bundle, Policy)> {
+    let bundle = Bundle::load_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
+    let policy = Policy::compile(&bundle).map_err(|e| {
+        let issues: Vec<String> = e
+            .issues()
+            .iter()
+            .map(|i| format!("{}/{i}", dir.display()))
+            .collect();
+        if issues.is_empty() {
+            anyhow::anyhow!("{}: {e}", dir.display())
+        } else {
+            anyhow::anyhow!("{}", issues.join("\n"))
+        }
+    })?;
+    Ok((bundle, policy))
+}
+
+pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
+    match verb {
+        PolicyVerb::Lint { dirs } => {
+            let mut errors = 0;
+            for dir in &dirs {
+                let bundle =
+                    Bundle::load_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
+                let issues = lint(&bundle);
+                for i in &issues {
+                    println!("{}/{i}", dir.display());
+                }
+                errors += issues.iter().filter(|i| i.is_error()).count();
+                if issues.is_empty() {
+                    eprintln!("{}: ok (version {})", dir.display(), bundle.version_id());
+                }
+            }
+            if errors > 0 {
+                bail!("{errors} lint errors");
+            }
+        }
+        PolicyVerb::Test { dirs } => {
+            let mut failed = 0;
+            for dir in &dirs {
+                let (_, policy) = load_policy(dir)?;
+                let report = run_tests(&policy);
+                println!("{}: {report}", dir.display());
+                failed += report.cases.len() - report.passed();
+            }
+            if failed > 0 {
+                bail!("{failed} policy test cases failed");
+            }
+        }
+        PolicyVerb::Diff { from, to } => {
+            let (_, a) = load_policy(&from)?;
+            let (_, b) = load_policy(&to)?;
+            println!("{}", keel_policy::diff(&a, &b));
+        }
+        PolicyVerb::Publish {
+            config,
+            dir,
+            reason,
+        } => {
+            let (bundle, policy) = load_policy(&dir)?;
+            let report = run_tests(&policy);
+            if !report.ok() {
+                bail!("the bundle's own tests fail; not publishing:\n{report}");
+            }
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let exists = store
+                .policy_versions()
+                .await?
+                .iter()
+                .any(|v| v.version == policy.version());
+            let result = if exists {
+                eprintln!("version {} is already published", policy.version());
+                Ok(())
+            } else {
+                match published_event(&bundle, &policy, &reason, &cli_actor(), clock.now_ms()) {
+                    Ok(ev) => store
+                        .append(vec![ev])
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from),
+                    Err(e) => Err(e.into()),
+                }
+            };
+            store.close().await;
+            result?;
+            println!("{}", policy.version());
+        }
+        PolicyVerb::Activate {
+            config,
+            version,
+            tenant,
+        } => {
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let result = async {
+                let known = store.policy_versions().await?;
+                let Some(v) = known
+                    .iter()
+                    .find(|v| v.version == version || v.version.starts_with(&version))
+                else {
+                    bail!("no published policy version `{version}` (see `keel policy list`)");
+                };
+                if let Some(t) = &tenant {
+                    keel_core::auth::validate_tenant(t)?;
+                }
+                let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE);
+                store
+                    .append(vec![activated_event(
+                        &v.version,
+                        scope,
+                        &cli_actor(),
+                        clock.now_ms(),
+                    )])
+                    .await?;
+                Ok(v.version.clone())
+            }
+            .await;
+            store.close().await;
+            println!("{}", result?);
+        }
+        PolicyVerb::List { config } => {
+            let config = load(&config)?;
+            let store = open_store(&config).await?;
+            let versions = store.policy_versions().await;
+            let active = store.policy_activations().await;
+            store.close().await;
+            let (versions, active) = (versions?, active?);
+            println!("VERSION\tNAME\tOWNER\tPUBLISHED\tBY\tACTIVE_FOR\tREASON");
+            for v in versions {
+                let scopes: Vec<&str> = active
+                    .iter()
+                    .filter(|a| a.version == v.version)
+                    .map(|a| a.scope.as_str())
+                    .collect();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    v.version,
+                    v.name,
+                    v.owner,
+                    format_ms(v.published_ms),
+                    v.actor,
+                    if scopes.is_empty() {
+                        "-".to_string()
+                    } else {
+                        scopes.join(",")
+                    },
+                    v.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
