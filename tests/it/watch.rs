@@ -35,7 +35,14 @@ async fn an_error_rate_jump_in_one_segment_raises_one_alert_there_only() {
     for _ in 0..100 {
         let (s, body) = p.api("/api/alerts").await;
         assert_eq!(s, 200);
-        alerts = body["data"].as_array().unwrap().clone();
+        // Only the jumped metric matters here (latency on a shared machine may move too).
+        alerts = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["metric"] == "upstream_error_rate")
+            .cloned()
+            .collect();
         if !alerts.is_empty() {
             break;
         }

@@ -20,6 +20,10 @@ pub fn run_bench(root: &Path, args: &[String]) -> Result<()> {
     run(Command::new("cargo").args([
         "build",
         "--release",
+        "-p",
+        "keel",
+        "-p",
+        "keel-testkit",
         "--bin",
         "keel",
         "--bin",

@@ -28,6 +28,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// True once a graceful shutdown began.
     pub draining: Arc<AtomicBool>,
+    /// Recently validated API keys.
+    pub keys: Arc<crate::auth::KeyCache>,
     /// The active policies.
     pub policies: Arc<crate::policy::PolicyRuntime>,
     /// Signs ledger checkpoints.
@@ -51,6 +53,7 @@ impl AppState {
         )
         .map_err(|e| GatewayError::Config(e.to_string()))?;
         Ok(Self {
+            keys: Arc::new(crate::auth::KeyCache::default()),
             policies: Arc::new(crate::policy::PolicyRuntime::new()?),
             signer: Arc::new(signer),
             on_demand: Arc::new(tokio::sync::Mutex::new(i64::MIN / 2)),

@@ -8,8 +8,52 @@ use keel_core::{ApiKeyRecord, Role};
 use crate::app::AppState;
 use crate::error::GatewayError;
 
-/// The authenticated caller. Looking the key up on every request (an indexed read) means a key
-/// revoked by another process stops working at once.
+/// Valid keys seen recently, by token hash. Only positive lookups are cached (random tokens
+/// cannot grow it); the background worker clears it within 250 ms of any key being created or
+/// revoked by any process, so a revocation takes effect within a second.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, ApiKeyRecord>>,
+    fingerprint: std::sync::Mutex<(usize, usize)>,
+}
+
+const KEY_CACHE_MAX: usize = 100_000;
+
+impl KeyCache {
+    fn get(&self, hash: &str) -> Option<ApiKeyRecord> {
+        self.entries.read().ok()?.get(hash).cloned()
+    }
+
+    fn put(&self, key: ApiKeyRecord) {
+        if let Ok(mut m) = self.entries.write() {
+            if m.len() >= KEY_CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key.hash.clone(), key);
+        }
+    }
+
+    /// Clears the cache if the set of keys changed since the last call.
+    pub async fn refresh(&self, store: &dyn keel_store::Store) -> Result<(), GatewayError> {
+        let keys = store.list_keys().await?;
+        let now = (
+            keys.len(),
+            keys.iter().filter(|k| k.revoked_ms.is_some()).count(),
+        );
+        let changed = match self.fingerprint.lock() {
+            Ok(mut f) => std::mem::replace(&mut *f, now) != now,
+            Err(_) => true,
+        };
+        if changed {
+            if let Ok(mut m) = self.entries.write() {
+                m.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller(pub ApiKeyRecord);
 
@@ -72,12 +116,17 @@ impl FromRequestParts<AppState> for Caller {
                     "Malformed Authorization header: expected `Bearer KEY`.".into(),
                 )
             })?;
+        let hash = hash_token(token);
+        if let Some(key) = state.keys.get(&hash) {
+            return Ok(Caller(key));
+        }
         let key = state
             .store
-            .key_by_hash(&hash_token(token))
+            .key_by_hash(&hash)
             .await?
             .filter(|k| k.revoked_ms.is_none())
             .ok_or_else(|| GatewayError::Unauthorized("Incorrect API key provided.".into()))?;
+        state.keys.put(key.clone());
         Ok(Caller(key))
     }
 }

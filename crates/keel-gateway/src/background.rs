@@ -126,7 +126,10 @@ pub async fn run(state: AppState) {
     loop {
         tick.tick().await;
         let now = state.clock.now_ms();
-        // Activations made by the CLI or another replica take effect within a tick.
+        // Keys and activations changed by the CLI or another replica take effect within a tick.
+        if let Err(e) = state.keys.refresh(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "key cache refresh failed");
+        }
         if let Err(e) = state.policies.refresh(state.store.as_ref()).await {
             tracing::warn!(error = %e, "policy refresh failed");
         }

@@ -91,6 +91,13 @@ pub async fn serve(
             draining.store(true, Ordering::SeqCst);
             tracing::info!("shutting down: draining in-flight requests");
         };
+        // TCP_NODELAY: without it Nagle's algorithm holds the body behind the headers until
+        // the client's delayed ACK, adding tens of milliseconds to every reply.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
         let result = std::future::IntoFuture::into_future(server);
         tokio::pin!(result);

@@ -4,7 +4,7 @@
 //!
 //! Pure, synchronous Rust: no IO on the evaluation path (only [`Bundle::load_dir`] /
 //! [`Policy::load_dir`] read files), no clock (the caller passes `now` in [`EvalContext`]), no
-//! panics on any input. The bundle format is documented in `POLICIES.md` next to this crate.
+//! panics on any input. The bundle format is documented in `docs/policies.md` at the repository root.
 //!
 //! # Wiring
 //!

@@ -147,15 +147,52 @@ pub(crate) async fn load_frontier(
     Frontier::load(&map, size).map_err(ledger_err)
 }
 
-/// The number of leaves, read inside a transaction.
-pub(crate) async fn ledger_size(conn: &mut SqliteConnection) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(ledger_index) + 1, 0) AS n FROM ledger_leaves")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(row.try_get("n")?)
+/// A sealed leaf, computed in memory before it is written.
+pub(crate) struct SealedLeaf {
+    pub index: u64,
+    pub salt: [u8; SALT_LEN],
+    pub payload_hash: Hash,
+    pub leaf_hash: Hash,
+    pub nodes: Vec<keel_ledger::Node>,
 }
 
-/// Seals one event: salt, payload commitment, leaf, and the nodes it completes.
+/// Computes one event's leaf (fresh salt, payload commitment, leaf hash) and pushes it onto the
+/// frontier, returning the nodes to persist. Pure apart from the random salt.
+pub(crate) fn prepare_leaf(
+    frontier: &mut Frontier,
+    seq: i64,
+    at_ms: i64,
+    kind: &str,
+    actor: &str,
+    tenant: &str,
+    payload: &str,
+) -> SealedLeaf {
+    let mut salt = [0u8; SALT_LEN];
+    rand::thread_rng().fill_bytes(&mut salt);
+    let payload_hash = keel_ledger::payload_commitment(&salt, payload.as_bytes());
+    let index = frontier.size();
+    let leaf_hash = EventLeaf {
+        seq: seq as u64,
+        ledger_index: index,
+        at_unix_ms: at_ms,
+        kind: kind.to_string(),
+        actor: actor.to_string(),
+        tenant: tenant.to_string(),
+        payload_hash,
+    }
+    .leaf_hash();
+    let nodes = frontier.push(leaf_hash);
+    SealedLeaf {
+        index,
+        salt,
+        payload_hash,
+        leaf_hash,
+        nodes,
+    }
+}
+
+/// Seals one event: salt, payload commitment, leaf, and the nodes it completes (the per-event
+/// path; the batched path writes the same rows with multi-row INSERTs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn seal(
     conn: &mut SqliteConnection,
@@ -167,32 +204,18 @@ pub(crate) async fn seal(
     tenant: &str,
     payload: &str,
 ) -> Result<u64, StoreError> {
-    let mut salt = [0u8; SALT_LEN];
-    rand::thread_rng().fill_bytes(&mut salt);
-    let payload_hash = keel_ledger::payload_commitment(&salt, payload.as_bytes());
-    let index = frontier.size();
-    let leaf = EventLeaf {
-        seq: seq as u64,
-        ledger_index: index,
-        at_unix_ms: at_ms,
-        kind: kind.to_string(),
-        actor: actor.to_string(),
-        tenant: tenant.to_string(),
-        payload_hash,
-    };
-    let leaf_hash = leaf.leaf_hash();
+    let leaf = prepare_leaf(frontier, seq, at_ms, kind, actor, tenant, payload);
     sqlx::query(
         "INSERT INTO ledger_leaves (ledger_index, seq, salt, payload_hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
-    .bind(index as i64)
+    .bind(leaf.index as i64)
     .bind(seq)
-    .bind(&salt[..])
-    .bind(&payload_hash[..])
-    .bind(&leaf_hash[..])
+    .bind(&leaf.salt[..])
+    .bind(&leaf.payload_hash[..])
+    .bind(&leaf.leaf_hash[..])
     .execute(&mut *conn)
     .await?;
-    let nodes = frontier.push(leaf_hash);
-    for n in nodes {
+    for n in &leaf.nodes {
         sqlx::query("INSERT INTO ledger_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
             .bind(i64::from(n.level))
             .bind(n.index as i64)
@@ -200,7 +223,7 @@ pub(crate) async fn seal(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(index)
+    Ok(leaf.index)
 }
 
 /// A stored signed checkpoint.

@@ -11,7 +11,9 @@ pub struct SqliteMigration {
 /// SQL run in an event's own write transaction for every event of `kind`, so the table it
 /// maintains is read-after-write consistent. The statement reads the event from a CTE named
 /// `ev(seq, kind, actor, tenant, at_ms, payload)`; write it as `INSERT … SELECT … FROM ev` or
-/// `UPDATE … WHERE … (SELECT … FROM ev)`.
+/// `UPDATE … WHERE … (SELECT … FROM ev)`. A statement that starts with `INSERT` must be correct
+/// when `ev` holds several events of the kind (consecutive in the log): the writer batches them.
+/// Other statements run once per event.
 #[derive(Debug)]
 pub struct SqliteProjection {
     pub kind: &'static str,

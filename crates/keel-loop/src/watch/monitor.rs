@@ -17,6 +17,26 @@ pub struct MonitorRule {
     pub metric: String,
     /// A detector spec, e.g. `adwin:delta=0.002` (see `keel drift replay --help`).
     pub detector: String,
+    /// Practical significance: ignore a detected change smaller than this (absolute, in the
+    /// metric's unit; e.g. 0.05 = 5 percentage points for a rate).
+    #[serde(default)]
+    pub min_change: Option<f64>,
+    /// …or smaller than this fraction of the value before (e.g. 0.5 = ±50 % for latency).
+    #[serde(default)]
+    pub min_relative_change: Option<f64>,
+}
+
+impl MonitorRule {
+    fn material(&self, before: Option<f64>, after: Option<f64>) -> bool {
+        let (Some(b), Some(a)) = (before, after) else {
+            return true;
+        };
+        let d = (a - b).abs();
+        self.min_change.is_none_or(|m| d >= m)
+            && self
+                .min_relative_change
+                .is_none_or(|r| d >= r * b.abs().max(f64::EPSILON))
+    }
 }
 
 /// Monitor settings (`[monitors]` in keel.toml).
@@ -40,21 +60,24 @@ pub struct MonitorConfig {
 }
 
 fn default_rules() -> Vec<MonitorRule> {
+    // Rates alert on a change of at least 5 points, CSAT on 0.5, latency on ±50 %.
     [
-        ("upstream_error_rate", "adwin:delta=0.002"),
-        ("refusal_rate", "adwin:delta=0.002"),
-        ("block_rate", "adwin:delta=0.002"),
-        ("escalate_rate", "adwin:delta=0.002"),
-        ("redact_rate", "adwin:delta=0.002"),
-        ("latency_ms", "adwin:delta=0.0001"),
-        ("wrong_answer_rate", "adwin:delta=0.002"),
-        ("thumbs_down_rate", "adwin:delta=0.002"),
-        ("csat", "adwin:delta=0.002"),
+        ("upstream_error_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("refusal_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("block_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("escalate_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("redact_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("latency_ms", "adwin:delta=0.0001", None, Some(0.5)),
+        ("wrong_answer_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("thumbs_down_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("csat", "adwin:delta=0.002", Some(0.5), None),
     ]
     .into_iter()
-    .map(|(m, d)| MonitorRule {
+    .map(|(m, d, abs, rel)| MonitorRule {
         metric: m.to_string(),
         detector: d.to_string(),
+        min_change: abs,
+        min_relative_change: rel,
     })
     .collect()
 }
@@ -142,8 +165,15 @@ struct Stream {
     spec: String,
     n: u64,
     evidence: VecDeque<String>,
+    /// The most recent values: their mean is the "after" estimate of an alert (the detector's
+    /// own window still mixes both regimes when it fires).
+    #[serde(default)]
+    recent: VecDeque<f64>,
     last_alert_ms: Option<i64>,
 }
+
+/// Values kept for the "after" estimate.
+const RECENT: usize = 50;
 
 /// The monitor's whole state; serialise it to resume without double alerts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,12 +233,8 @@ impl Monitor {
         self.streams.len()
     }
 
-    fn spec_for(&self, metric: &str) -> Option<&str> {
-        self.config
-            .rules
-            .iter()
-            .find(|r| r.metric == metric)
-            .map(|r| r.detector.as_str())
+    fn rule_for(&self, metric: &str) -> Option<&MonitorRule> {
+        self.config.rules.iter().find(|r| r.metric == metric)
     }
 
     fn new_stream(&self, spec: &str) -> Result<Stream, LoopError> {
@@ -226,6 +252,7 @@ impl Monitor {
             spec: parsed.to_string(),
             n: 0,
             evidence: VecDeque::with_capacity(self.config.evidence),
+            recent: VecDeque::with_capacity(RECENT),
             last_alert_ms: None,
         })
     }
@@ -242,9 +269,10 @@ impl Monitor {
             if !obs.value.is_finite() {
                 continue;
             }
-            let Some(spec) = self.spec_for(obs.metric).map(str::to_string) else {
+            let Some(rule) = self.rule_for(obs.metric).cloned() else {
                 continue;
             };
+            let spec = rule.detector.clone();
             let seg_key = obs.segment.key();
             let count = self.segments.entry(seg_key.clone()).or_insert(0);
             *count += 1;
@@ -271,9 +299,13 @@ impl Monitor {
             let cooled = stream
                 .last_alert_ms
                 .is_none_or(|t| event.at_ms - t >= cooldown);
-            if drift && stream.n >= min_samples && cooled {
+            if stream.recent.len() >= RECENT {
+                stream.recent.pop_front();
+            }
+            stream.recent.push_back(obs.value);
+            let after = Some(stream.recent.iter().sum::<f64>() / stream.recent.len() as f64);
+            if drift && stream.n >= min_samples && cooled && rule.material(before, after) {
                 stream.last_alert_ms = Some(event.at_ms);
-                let after = stream.detector.estimate();
                 alerts.push(AlertDraft {
                     metric: obs.metric.to_string(),
                     segment: obs.segment,
@@ -364,6 +396,8 @@ mod tests {
             rules: vec![MonitorRule {
                 metric: "x".into(),
                 detector: "adwin:delta=7".into(),
+                min_change: None,
+                min_relative_change: None,
             }],
             ..MonitorConfig::default()
         };
