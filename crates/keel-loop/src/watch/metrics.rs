@@ -12,6 +12,16 @@ pub struct Segment {
     pub locale: String,
     pub jurisdiction: String,
     pub policy_version: String,
+    /// `metadata.topic` (`-` when absent).
+    #[serde(default = "dash")]
+    pub topic: String,
+    /// The policy rule category, for per-category streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+fn dash() -> String {
+    "-".to_string()
 }
 
 impl Segment {
@@ -23,15 +33,22 @@ impl Segment {
             locale: get("locale"),
             jurisdiction: get("jurisdiction"),
             policy_version: policy_version.unwrap_or("-").to_string(),
+            topic: get("topic"),
+            category: None,
         }
     }
 
-    /// `tenant=…,locale=…,jurisdiction=…,policy=…`
+    /// `tenant=…,locale=…,jurisdiction=…,policy=…,topic=…[,category=…]`
     pub fn key(&self) -> String {
-        format!(
-            "tenant={},locale={},jurisdiction={},policy={}",
-            self.tenant, self.locale, self.jurisdiction, self.policy_version
-        )
+        let mut k = format!(
+            "tenant={},locale={},jurisdiction={},policy={},topic={}",
+            self.tenant, self.locale, self.jurisdiction, self.policy_version, self.topic
+        );
+        if let Some(c) = &self.category {
+            k.push_str(",category=");
+            k.push_str(c);
+        }
+        k
     }
 }
 
@@ -246,6 +263,9 @@ mod tests {
     #[test]
     fn segment_keys() {
         let s = Segment::of("acme", &json!({"locale": "ja-JP"}), None);
-        assert_eq!(s.key(), "tenant=acme,locale=ja-JP,jurisdiction=-,policy=-");
+        assert_eq!(
+            s.key(),
+            "tenant=acme,locale=ja-JP,jurisdiction=-,policy=-,topic=-"
+        );
     }
 }

@@ -7,7 +7,7 @@ use keel_drift::{AnyDetector, Detector, DetectorSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::metrics::{observations, Segment};
+use super::metrics::{observations, Observation, Segment};
 use crate::LoopError;
 
 /// Which detector watches which metric.
@@ -57,6 +57,10 @@ pub struct MonitorConfig {
     /// Scale detector sensitivity by the number of active segments (Bonferroni).
     #[serde(default = "default_true")]
     pub scale_by_segments: bool,
+    /// Feedback whose comment mentions one of these (case-insensitive) counts as a complaint:
+    /// the `complaint_rate` metric, per segment and topic.
+    #[serde(default)]
+    pub complaint_terms: Vec<String>,
 }
 
 fn default_rules() -> Vec<MonitorRule> {
@@ -71,6 +75,8 @@ fn default_rules() -> Vec<MonitorRule> {
         ("wrong_answer_rate", "adwin:delta=0.002", Some(0.05), None),
         ("thumbs_down_rate", "adwin:delta=0.002", Some(0.05), None),
         ("csat", "adwin:delta=0.002", Some(0.5), None),
+        ("complaint_rate", "adwin:delta=0.002", Some(0.05), None),
+        ("rule_category_rate", "adwin:delta=0.002", Some(0.05), None),
     ]
     .into_iter()
     .map(|(m, d, abs, rel)| MonitorRule {
@@ -102,6 +108,7 @@ impl Default for MonitorConfig {
             cooldown_ms: default_cooldown_ms(),
             evidence: default_evidence(),
             scale_by_segments: true,
+            complaint_terms: Vec::new(),
         }
     }
 }
@@ -182,6 +189,9 @@ pub struct Monitor {
     config: MonitorConfig,
     streams: BTreeMap<String, Stream>,
     segments: BTreeMap<String, u64>,
+    /// Rule categories seen so far: each interaction feeds every one of them (1 if it fired).
+    #[serde(default)]
+    categories: std::collections::BTreeSet<String>,
     /// The last event sequence processed.
     pub cursor: i64,
 }
@@ -210,6 +220,7 @@ impl Monitor {
             config,
             streams: BTreeMap::new(),
             segments: BTreeMap::new(),
+            categories: Default::default(),
             cursor: 0,
         })
     }
@@ -257,6 +268,67 @@ impl Monitor {
         })
     }
 
+    /// Observations that need the monitor's config or memory: complaints (configured terms) and
+    /// per-rule-category rates (every category seen so far, 1 where it fired).
+    fn derived(&mut self, event: &StoredEvent) -> Vec<Observation> {
+        let p = &event.payload;
+        let mut out = Vec::new();
+        match event.kind.as_str() {
+            "FeedbackReceived" if !self.config.complaint_terms.is_empty() => {
+                if let Some(comment) = p["comment"].as_str() {
+                    let lower = comment.to_lowercase();
+                    let hit = self
+                        .config
+                        .complaint_terms
+                        .iter()
+                        .any(|t| lower.contains(&t.to_lowercase()));
+                    out.push(Observation {
+                        metric: "complaint_rate",
+                        segment: Segment::of(
+                            &event.tenant,
+                            &p["context"],
+                            p["policy_version"].as_str(),
+                        ),
+                        value: f64::from(u8::from(hit)),
+                        interaction_id: p["interaction_id"].as_str().map(str::to_string),
+                    });
+                }
+            }
+            "InteractionRecorded" if p.is_object() => {
+                let mut fired = std::collections::BTreeSet::new();
+                for phase in ["input", "output"] {
+                    let decisions: Vec<&serde_json::Value> = match &p["decision"][phase] {
+                        serde_json::Value::Array(a) => a.iter().collect(),
+                        v if v.is_object() => vec![v],
+                        _ => Vec::new(),
+                    };
+                    for d in decisions {
+                        for r in d["rules"].as_array().into_iter().flatten() {
+                            let enforced = r["action"].as_str().is_some_and(|a| a != "allow");
+                            if let (Some(c), true) = (r["category"].as_str(), enforced) {
+                                fired.insert(c.to_string());
+                            }
+                        }
+                    }
+                }
+                self.categories.extend(fired.iter().cloned());
+                let base = Segment::of(&event.tenant, &p["context"], p["policy_version"].as_str());
+                for c in &self.categories {
+                    let mut segment = base.clone();
+                    segment.category = Some(c.clone());
+                    out.push(Observation {
+                        metric: "rule_category_rate",
+                        segment,
+                        value: f64::from(u8::from(fired.contains(c))),
+                        interaction_id: p["id"].as_str().map(str::to_string),
+                    });
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
     /// Feeds one event; returns the alerts it raises. Events at or below the cursor are
     /// ignored, so replaying after a restart never double-alerts.
     pub fn process(&mut self, event: &StoredEvent) -> Result<Vec<AlertDraft>, LoopError> {
@@ -265,7 +337,9 @@ impl Monitor {
         }
         self.cursor = event.seq;
         let mut alerts = Vec::new();
-        for obs in observations(event) {
+        let mut all = observations(event);
+        all.extend(self.derived(event));
+        for obs in all {
             if !obs.value.is_finite() {
                 continue;
             }
@@ -402,6 +476,72 @@ mod tests {
             ..MonitorConfig::default()
         };
         assert!(matches!(Monitor::new(cfg), Err(LoopError::Config(_))));
+    }
+
+    #[test]
+    fn a_rule_category_surge_alerts_on_its_own_stream() {
+        let mut m = Monitor::new(MonitorConfig::default()).unwrap();
+        let mut alerts = Vec::new();
+        for s in 1..=1500i64 {
+            let fire = (s > 800 && s % 3 == 0) || s % 97 == 0;
+            let rules = if fire || s % 100 == 0 {
+                json!([{"id": "r", "category": if fire {"S9"} else {"S7"}, "action": "block"}])
+            } else {
+                json!([])
+            };
+            let ev = StoredEvent {
+                seq: s,
+                kind: "InteractionRecorded".into(),
+                actor: "a".into(),
+                tenant: "acme".into(),
+                at_ms: s * 1000,
+                payload: json!({"id": format!("ix_{s}"), "outcome": "ok", "latency_ms": 5, "response_text": ["ok"],
+                                "context": {"topic": "tax"}, "decision": {"action": "allow", "input": {"rules": rules}, "output": []}}),
+            };
+            alerts.extend(m.process(&ev).unwrap());
+        }
+        let cat: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.metric == "rule_category_rate")
+            .collect();
+        assert!(!cat.is_empty());
+        assert!(
+            cat.iter()
+                .all(|a| a.segment.category.as_deref() == Some("S9") && a.segment.topic == "tax"),
+            "{cat:?}"
+        );
+    }
+
+    #[test]
+    fn complaints_follow_configured_terms() {
+        let cfg = MonitorConfig {
+            complaint_terms: vec!["refund".into()],
+            ..MonitorConfig::default()
+        };
+        let mut m = Monitor::new(cfg).unwrap();
+        let mut alerts = Vec::new();
+        for s in 1..=800i64 {
+            let comment = if s > 400 && s % 2 == 0 {
+                "I want a REFUND now"
+            } else {
+                "fine"
+            };
+            let ev = StoredEvent {
+                seq: s,
+                kind: "FeedbackReceived".into(),
+                actor: "a".into(),
+                tenant: "acme".into(),
+                at_ms: s,
+                payload: json!({"comment": comment, "context": {"topic": "billing"}}),
+            };
+            alerts.extend(m.process(&ev).unwrap());
+        }
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.metric == "complaint_rate" && a.segment.topic == "billing"),
+            "{alerts:?}"
+        );
     }
 
     #[test]
