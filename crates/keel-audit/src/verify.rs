@@ -74,7 +74,7 @@ impl VerifyReport {
     }
 }
 
-const PAGE: u32 = 20_000;
+const PAGE: u32 = 50_000;
 const MAX_FINDINGS: usize = 1_000;
 
 struct Pages<'a> {
@@ -284,11 +284,15 @@ pub async fn verify_log(
                     payload_hash: stored_hash,
                 };
                 let header_leaf = sealed.leaf_hash();
-                let leaf = EventLeaf {
-                    payload_hash,
-                    ..sealed
-                }
-                .leaf_hash();
+                let leaf = if payload_hash == stored_hash {
+                    header_leaf
+                } else {
+                    EventLeaf {
+                        payload_hash,
+                        ..sealed
+                    }
+                    .leaf_hash()
+                };
                 if Some(header_leaf) != to_hash(&l.leaf_hash) && payload_hash == stored_hash {
                     push(
                         Finding {

@@ -107,15 +107,22 @@ where
     f(&rec).map_err(ledger_err)?;
     let keys: Vec<(u32, u64)> = rec.0.into_inner().unwrap_or_default().into_iter().collect();
     let mut map = NodeMap::default();
-    for (level, index) in keys {
-        let row = sqlx::query("SELECT hash FROM ledger_nodes WHERE level = ?1 AND idx = ?2")
-            .bind(i64::from(level))
-            .bind(index as i64)
-            .fetch_optional(conn)
-            .await?;
-        if let Some(row) = row {
+    // One round trip per chunk of nodes (a proof needs ~2·log2(n) of them).
+    for chunk in keys.chunks(200) {
+        let values = vec!["(?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "WITH k(level, idx) AS (VALUES {values})
+             SELECT n.level, n.idx, n.hash FROM ledger_nodes n JOIN k ON n.level = k.level AND n.idx = k.idx"
+        );
+        let mut q = sqlx::query(&sql);
+        for (level, index) in chunk {
+            q = q.bind(i64::from(*level)).bind(*index as i64);
+        }
+        for row in q.fetch_all(conn).await? {
+            let level: i64 = row.try_get("level")?;
+            let idx: i64 = row.try_get("idx")?;
             let h: Vec<u8> = row.try_get("hash")?;
-            map.0.insert((level, index), to_hash(&h)?);
+            map.0.insert((level as u32, idx as u64), to_hash(&h)?);
         }
     }
     f(&map).map_err(ledger_err)
