@@ -5,6 +5,7 @@
 mod audit;
 mod backfill;
 mod policy;
+mod review;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +69,19 @@ enum Command {
     Audit {
         #[command(subcommand)]
         verb: AuditVerb,
+    },
+    /// The review queue: list, show, claim and label items.
+    Review {
+        #[command(subcommand)]
+        verb: review::ReviewVerb,
+    },
+    /// KPIs as a table: CSAT, wrong-answer, violation and escalation rates, time to human,
+    /// review load; comparisons of periods or policy versions.
+    Kpis(review::KpisArgs),
+    /// Training datasets from reviewed corrections (PII redacted): sft or dpo JSONL.
+    Export {
+        #[command(subcommand)]
+        verb: review::ExportVerb,
     },
 }
 
@@ -316,6 +330,18 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             audit::run(verb, clock).await
+        }
+        Command::Review { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            review::review(verb, clock).await
+        }
+        Command::Kpis(args) => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            review::kpis(args, clock).await
+        }
+        Command::Export { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            review::export(verb, clock).await
         }
     }
 }

@@ -12,6 +12,7 @@ mod durability;
 mod faults;
 mod ledger;
 mod policy;
+mod review;
 mod sdk;
 mod support;
 mod watch;

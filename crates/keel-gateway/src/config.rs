@@ -41,6 +41,112 @@ pub struct Config {
     pub monitors: keel_loop::watch::MonitorConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The review queue: audit sampling, leases, reviewers per item.
+    #[serde(default)]
+    pub review: ReviewConfig,
+}
+
+/// `[review]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Share of interactions put in the review queue as an audit sample (0 to 1, e.g. 0.01),
+    /// where no `[[review.sample]]` rule matches. Off (0) unless set.
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: f64,
+    /// Per-segment sample rates; the first rule whose given fields all match wins.
+    #[serde(default)]
+    pub sample: Vec<SampleRule>,
+    /// How long a reviewer's claim on an item lasts before the item returns to the queue.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: i64,
+    /// Labels from different reviewers an item needs before it is done (agreement is measured
+    /// when this is above 1).
+    #[serde(default = "default_reviewers")]
+    pub reviewers_per_item: u32,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: default_sample_rate(),
+            sample: Vec::new(),
+            lease_ms: default_lease_ms(),
+            reviewers_per_item: default_reviewers(),
+        }
+    }
+}
+
+/// `[[review.sample]]`: a sample rate for a segment (omitted fields match anything).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleRule {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `ja` matches `ja-JP`.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// `JP` matches `JP-13`.
+    #[serde(default)]
+    pub jurisdiction: Option<String>,
+    pub rate: f64,
+}
+
+fn prefix_match(want: &Option<String>, got: Option<&str>) -> bool {
+    match want {
+        None => true,
+        Some(w) => got.is_some_and(|g| g == w || g.starts_with(&format!("{w}-"))),
+    }
+}
+
+impl ReviewConfig {
+    /// The audit sample rate for a segment.
+    pub fn sample_rate_for(
+        &self,
+        tenant: &str,
+        locale: Option<&str>,
+        jurisdiction: Option<&str>,
+    ) -> f64 {
+        self.sample
+            .iter()
+            .find(|r| {
+                r.tenant.as_deref().is_none_or(|t| t == tenant)
+                    && prefix_match(&r.locale, locale)
+                    && prefix_match(&r.jurisdiction, jurisdiction)
+            })
+            .map(|r| r.rate)
+            .unwrap_or(self.sample_rate)
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        let ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !ok(self.sample_rate) || self.sample.iter().any(|r| !ok(r.rate)) {
+            return Err(GatewayError::Config(
+                "review: sample rates must be between 0 and 1".into(),
+            ));
+        }
+        if self.lease_ms <= 0 {
+            return Err(GatewayError::Config(
+                "review.lease_ms must be positive".into(),
+            ));
+        }
+        if !(1..=10).contains(&self.reviewers_per_item) {
+            return Err(GatewayError::Config(
+                "review.reviewers_per_item must be from 1 to 10".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_sample_rate() -> f64 {
+    0.0
+}
+fn default_lease_ms() -> i64 {
+    15 * 60 * 1000
+}
+fn default_reviewers() -> u32 {
+    1
 }
 
 /// `[alerts]`
@@ -263,6 +369,7 @@ impl Config {
         self.monitors
             .validate()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
+        self.review.validate()?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

@@ -22,6 +22,9 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The object's state does not allow this (a review item someone else holds).
+    #[error("{0}")]
+    Conflict(String),
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("{0}")]
@@ -69,6 +72,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => 401,
             GatewayError::Forbidden(_) => 403,
             GatewayError::NotFound(_) | GatewayError::ModelNotFound(_) => 404,
+            GatewayError::Conflict(_) => 409,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::UnsupportedMediaType(_) => 415,
             GatewayError::Upstream(_) => 502,
@@ -104,6 +108,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "invalid_api_key",
             GatewayError::Forbidden(_) => "insufficient_permissions",
             GatewayError::NotFound(_) => "not_found",
+            GatewayError::Conflict(_) => "conflict",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",

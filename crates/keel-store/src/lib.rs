@@ -16,6 +16,7 @@ mod alerts;
 mod interactions;
 mod keys;
 pub mod policies;
+pub mod reviews;
 
 use async_trait::async_trait;
 use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
@@ -25,6 +26,7 @@ pub use error::StoreError;
 pub use ledger::{LeafRow, LedgerRow, StoredCheckpoint};
 pub use policies::{ActivationRow, PolicyVersionRow};
 pub use registry::{SqliteMigration, SqliteProjection};
+pub use reviews::{ReviewItemRow, ReviewQuery};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// When an append counts as done.
@@ -127,6 +129,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The active version per scope.
     async fn policy_activations(&self) -> Result<Vec<ActivationRow>, StoreError>;
+
+    /// The event an idempotency key of `scope` (`feedback`, `handoff`) was first used for.
+    async fn idempotent_event(
+        &self,
+        tenant: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Events of `kinds` recorded in `[from_ms, to_ms)`, of one tenant or all, in order.
+    async fn events_in_range(
+        &self,
+        kinds: &[&str],
+        tenant: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Review items matching `q`, by priority: severity, then age.
+    async fn review_items(&self, q: &ReviewQuery) -> Result<Vec<ReviewItemRow>, StoreError>;
+
+    /// One review item by id.
+    async fn review_item(&self, id: &str) -> Result<Option<ReviewItemRow>, StoreError>;
+
+    /// The `ReviewCompleted` events of an item, oldest first.
+    async fn review_labels(&self, item_id: &str) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Queues events for the writer without waiting for the commit (the `async` durability
     /// mode). Errors in the later commit are logged and counted, not returned.

@@ -32,6 +32,8 @@ pub struct Pending {
     pub policy_version: Option<String>,
     pub decision: Option<serde_json::Value>,
     pub upstream_text: Option<Vec<String>>,
+    /// The audit sample rate of this interaction's segment.
+    sample_rate: f64,
 }
 
 struct Draft {
@@ -46,7 +48,13 @@ struct Draft {
 impl Pending {
     /// Starts an interaction with a fresh id.
     pub fn start(state: &AppState, caller: &Caller, chat: &ChatRequest) -> Self {
+        let sample_rate = state.config.review.sample_rate_for(
+            &chat.context.tenant,
+            chat.context.locale.as_deref(),
+            chat.context.jurisdiction.as_deref(),
+        );
         Self {
+            sample_rate,
             store: state.store.clone(),
             clock: state.clock.clone(),
             durability: state.durability(),
@@ -121,16 +129,27 @@ impl Pending {
         let Some(record) = self.build(outcome, status, error) else {
             return Ok(());
         };
-        let event = record.to_event(&self.actor);
+        let mut events = vec![record.to_event(&self.actor)];
+        // The audit sample: decided from the id, appended with the interaction (same
+        // transaction), so its review item exists when the reply is released.
+        if outcome == Outcome::Ok && keel_loop::review::sampled(&record.id, self.sample_rate) {
+            events.push(keel_core::NewEvent {
+                kind: keel_loop::review::kinds::SAMPLED.to_string(),
+                actor: "sampler".to_string(),
+                tenant: record.context.tenant.clone(),
+                at_ms: record.finished_ms,
+                payload: serde_json::json!({"interaction_id": record.id, "rate": self.sample_rate}),
+            });
+        }
         let label = outcome_label(outcome);
         match self.durability {
             Durability::Durable => {
                 let t = Instant::now();
-                self.store.append(vec![event]).await?;
+                self.store.append(events).await?;
                 telemetry::interaction_recorded(label, Some(t.elapsed()));
             }
             Durability::Async => {
-                self.store.submit(vec![event])?;
+                self.store.submit(events)?;
                 telemetry::interaction_recorded(label, None);
             }
         }

@@ -21,9 +21,11 @@ use crate::keys::{key_from_row, SELECT_KEYS};
 use crate::ledger::{checkpoint_from_row, leaf_from_row, ledger_row, with_nodes};
 use crate::policies::{activation_from_row, version_from_row};
 use crate::registry::sqlite_migrations;
+use crate::reviews::{item_from_row, EFFECTIVE_STATUS, SELECT_ITEMS};
 use crate::{ActivationRow, PolicyVersionRow};
 use crate::{AlertQuery, AlertRow, LeafRow, LedgerRow, SeqFilter, StoredCheckpoint};
 use crate::{Durability, InteractionQuery, InteractionRow, Store, StoreError};
+use crate::{ReviewItemRow, ReviewQuery};
 use keel_ledger::Hash;
 
 use writer::{Job, WriterMsg};
@@ -296,6 +298,87 @@ impl Store for SqliteStore {
         .fetch_all(&self.reads)
         .await?;
         rows.iter().map(activation_from_row).collect()
+    }
+
+    async fn idempotent_event(
+        &self,
+        tenant: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.seq, e.kind, e.actor, e.tenant, e.at_ms, e.payload FROM idempotency k
+             JOIN events e ON e.seq = k.seq WHERE k.tenant = ?1 AND k.scope = ?2 AND k.key = ?3",
+        )
+        .bind(tenant)
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.reads)
+        .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn events_in_range(
+        &self,
+        kinds: &[&str],
+        tenant: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let kinds_json =
+            serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, actor, tenant, at_ms, payload FROM events
+             WHERE kind IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR tenant = ?2)
+               AND at_ms >= ?3 AND at_ms < ?4 ORDER BY seq",
+        )
+        .bind(kinds_json)
+        .bind(tenant)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn review_items(&self, q: &ReviewQuery) -> Result<Vec<ReviewItemRow>, StoreError> {
+        let sql = format!(
+            "{SELECT_ITEMS}
+             WHERE (?2 IS NULL OR r.tenant = ?2) AND (?3 IS NULL OR {EFFECTIVE_STATUS} = ?3)
+               AND (?4 IS NULL OR r.source = ?4) AND (?5 IS NULL OR r.created_ms >= ?5)
+               AND (?6 IS NULL OR r.created_ms < ?6)
+             ORDER BY r.severity_rank DESC, r.created_ms, r.id LIMIT ?7"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(q.now_ms)
+            .bind(q.tenant.as_deref())
+            .bind(q.status.as_deref())
+            .bind(q.source.as_deref())
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    async fn review_item(&self, id: &str) -> Result<Option<ReviewItemRow>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_ITEMS} WHERE r.id = ?1"))
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?;
+        row.as_ref().map(item_from_row).transpose()
+    }
+
+    async fn review_labels(&self, item_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.seq, e.kind, e.actor, e.tenant, e.at_ms, e.payload FROM review_labels l
+             JOIN events e ON e.seq = l.seq WHERE l.item_id = ?1 ORDER BY l.seq",
+        )
+        .bind(item_id)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     fn submit(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {

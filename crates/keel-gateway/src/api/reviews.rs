@@ -1,0 +1,306 @@
+//! `/api/reviews`: the review queue (list, get: reviewer, admin, auditor; claim, label:
+//! reviewer; own tenant). Claims are leases on the injected clock; every action is an event
+//! carrying the reviewer's name.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keel_core::clock::format_ms;
+use keel_core::Role;
+use keel_loop::review::{claim_event, label_event, ClaimState, ItemRef, Label, SOURCES};
+use keel_store::{ReviewItemRow, ReviewQuery};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::{Caller, READERS};
+use crate::error::GatewayError;
+use crate::extract::{JsonBody, Path, Query};
+use crate::routes::RouteModule;
+
+const REVIEWERS: &[Role] = &[Role::Reviewer];
+
+fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/reviews", get(list))
+        .route("/api/reviews/{id}", get(one))
+        .route("/api/reviews/{id}/claim", post(claim))
+        .route("/api/reviews/{id}/label", post(label))
+}
+
+fn openapi_paths() -> Value {
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "/api/reviews": {"get": {
+            "summary": "The review queue by priority (severity, then age) (reviewer, admin, auditor; own tenant).",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "claimed", "done"]}},
+                {"name": "source", "in": "query", "schema": {"type": "string", "enum": SOURCES}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+            ],
+            "responses": {"200": {"description": "{data: [review item]}"}}}},
+        "/api/reviews/{id}": {"get": {
+            "summary": "One item with its interaction and labels (reviewer, admin, auditor; own tenant).",
+            "parameters": id,
+            "responses": {"200": {"description": "review item"}, "404": {"description": "unknown id"}}}},
+        "/api/reviews/{id}/claim": {"post": {
+            "summary": "Claim an item: a lease that expires (reviewer). 409 if someone else holds it.",
+            "parameters": id,
+            "responses": {"200": {"description": "review item"}, "404": {"description": "unknown id"}, "409": {"description": "held by another reviewer, done, or already labelled by you"}}}},
+        "/api/reviews/{id}/label": {"post": {
+            "summary": "Label a claimed item: {verdict: ok|violation|wrong_answer|outdated, category?, corrected_response?, notes?, suggestion?: {kind: rewrite|lexicon_term|fact_update|escalate, from, to, fact, value, effective_from, scope: {tenants, locales, jurisdictions, topic}}} (reviewer).",
+            "parameters": id,
+            "responses": {"201": {"description": "{item, label}"}, "400": {"description": "invalid label"}, "404": {"description": "unknown id"}, "409": {"description": "no live claim"}}}},
+    })
+}
+
+inventory::submit! {
+    RouteModule { name: "reviews", router, openapi_paths }
+}
+
+fn claim_state(r: &ReviewItemRow) -> ClaimState<'_> {
+    ClaimState {
+        status: &r.status,
+        claimed_by: r.claimed_by.as_deref(),
+        lease_until_ms: r.lease_until_ms,
+    }
+}
+
+pub(crate) fn item_ref(r: &ReviewItemRow) -> ItemRef<'_> {
+    ItemRef {
+        id: &r.id,
+        interaction_id: &r.interaction_id,
+        tenant: &r.tenant,
+        source: &r.source,
+    }
+}
+
+/// An item as the API shows it at `now`.
+pub(crate) fn item_json(r: &ReviewItemRow, now_ms: i64) -> Value {
+    let status = claim_state(r).effective_status(now_ms);
+    let claimed = status == "claimed";
+    json!({
+        "id": r.id,
+        "object": "review_item",
+        "tenant": r.tenant,
+        "interaction_id": r.interaction_id,
+        "source": r.source,
+        "severity": r.severity,
+        "reason": r.reason,
+        "created_at": format_ms(r.created_ms),
+        "age_ms": (now_ms - r.created_ms).max(0),
+        "status": status,
+        "claimed_by": if claimed { r.claimed_by.clone() } else { None },
+        "lease_expires_at": if claimed { r.lease_until_ms.map(format_ms) } else { None },
+        "labels": r.labels,
+        "required_labels": r.required,
+        "done_at": r.done_ms.map(format_ms),
+        "context": r.context,
+        "policy_version": r.policy_version,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    status: Option<String>,
+    source: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<Params>,
+) -> Result<Response, GatewayError> {
+    caller.require(READERS)?;
+    if let Some(s) = &p.status {
+        if !["open", "claimed", "done"].contains(&s.as_str()) {
+            return Err(GatewayError::bad_param(
+                "status",
+                "Invalid 'status': expected open, claimed or done.",
+            ));
+        }
+    }
+    if let Some(s) = &p.source {
+        if !SOURCES.contains(&s.as_str()) {
+            return Err(GatewayError::bad_param(
+                "source",
+                format!("Invalid 'source': expected one of {}.", SOURCES.join(", ")),
+            ));
+        }
+    }
+    let limit = match p.limit.as_deref() {
+        None => 50,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                GatewayError::bad_param(
+                    "limit",
+                    "Invalid 'limit': expected an integer from 1 to 500.",
+                )
+            })?,
+    };
+    let now = state.clock.now_ms();
+    let rows = state
+        .store
+        .review_items(&ReviewQuery {
+            tenant: caller.tenant_filter(),
+            status: p.status,
+            source: p.source,
+            now_ms: now,
+            limit,
+            ..ReviewQuery::default()
+        })
+        .await?;
+    let data: Vec<Value> = rows.iter().map(|r| item_json(r, now)).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// The item, if it exists and the caller may see it (else a 404).
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<ReviewItemRow, GatewayError> {
+    state
+        .store
+        .review_item(id)
+        .await?
+        .filter(|r| caller.sees(&r.tenant))
+        .ok_or_else(|| GatewayError::NotFound(format!("No review item `{id}`.")))
+}
+
+async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    caller.require(READERS)?;
+    let item = visible(&state, &caller, &id).await?;
+    let now = state.clock.now_ms();
+    let mut body = item_json(&item, now);
+    let ix = state.store.interaction(&item.interaction_id).await?;
+    body["interaction"] = match ix {
+        Some(r) => json!({
+            "id": r.id,
+            "request_messages": r.record["request_messages"],
+            "response_text": r.record["response_text"],
+            "upstream_text": r.record["upstream_text"],
+            "decision": r.record["decision"]["action"],
+        }),
+        None => Value::Null,
+    };
+    let labels = state.store.review_labels(&item.id).await?;
+    body["label_events"] = labels
+        .iter()
+        .map(|e| {
+            let mut v = e.payload.clone();
+            if v.is_object() {
+                v["labelled_at"] = json!(format_ms(e.at_ms));
+                v["actor"] = json!(e.actor);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(body).into_response())
+}
+
+fn reviewer_name(caller: &Caller) -> String {
+    caller
+        .0
+        .name
+        .clone()
+        .unwrap_or_else(|| caller.0.key_id.clone())
+}
+
+async fn claim(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, GatewayError> {
+    caller.require(REVIEWERS)?;
+    let item = visible(&state, &caller, &id).await?;
+    let now = state.clock.now_ms();
+    let actor = caller.0.actor();
+    let conflict = |r: &ReviewItemRow| match claim_state(r).effective_status(now) {
+        "done" => GatewayError::Conflict(format!("Review item `{}` is done.", r.id)),
+        _ => GatewayError::Conflict(format!(
+            "Review item `{}` is claimed by someone else, or you have labelled it already.",
+            r.id
+        )),
+    };
+    if !claim_state(&item).claimable_by(&actor, now) {
+        return Err(conflict(&item));
+    }
+    let event = claim_event(
+        item_ref(&item),
+        &actor,
+        &reviewer_name(&caller),
+        now,
+        state.config.review.lease_ms,
+    );
+    if let Err(e) = state.store.append(vec![event]).await {
+        // The SQL guard refused the claim (a race, or a label by this reviewer): say so.
+        if let Some(now_item) = state.store.review_item(&id).await? {
+            if now_item.claimed_by.as_deref() != Some(actor.as_str())
+                || claim_state(&now_item).effective_status(now) != "claimed"
+            {
+                return Err(conflict(&now_item));
+            }
+        }
+        return Err(e.into());
+    }
+    let item = visible(&state, &caller, &id).await?;
+    Ok(Json(item_json(&item, now)).into_response())
+}
+
+async fn label(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, GatewayError> {
+    caller.require(REVIEWERS)?;
+    let item = visible(&state, &caller, &id).await?;
+    let label = Label::parse(&body).map_err(super::feedback::bad)?;
+    let now = state.clock.now_ms();
+    let actor = caller.0.actor();
+    let no_claim = || {
+        GatewayError::Conflict(format!(
+            "Claim review item `{id}` first (or your claim expired and the item went back to the queue)."
+        ))
+    };
+    if !claim_state(&item).held_by(&actor, now) {
+        return Err(no_claim());
+    }
+    let ix = state.store.interaction(&item.interaction_id).await?;
+    let record = ix.map(|r| r.record).unwrap_or(Value::Null);
+    let event = label_event(
+        item_ref(&item),
+        &actor,
+        &reviewer_name(&caller),
+        &label,
+        state.config.review.reviewers_per_item,
+        &record,
+        now,
+    );
+    let payload = event.payload.clone();
+    if let Err(e) = state.store.append(vec![event]).await {
+        if let Some(now_item) = state.store.review_item(&id).await? {
+            if !claim_state(&now_item).held_by(&actor, now) {
+                return Err(no_claim());
+            }
+        }
+        return Err(e.into());
+    }
+    let item = visible(&state, &caller, &id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"item": item_json(&item, now), "label": payload})),
+    )
+        .into_response())
+}
