@@ -81,9 +81,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
-    let mock = MockUpstream::start(Script::new()).await.unwrap();
+/// The real `keel serve` on a free port in its own data dir, in front of `mock`, with an app
+/// key made by the CLI. Returns (child, base url, token, data dir).
+async fn spawn_server(
+    mock: &MockHandle,
+) -> (std::process::Child, String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("keel.toml");
@@ -104,8 +106,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
         .unwrap();
     assert!(key.status.success());
     let token = String::from_utf8_lossy(&key.stdout).trim().to_string();
-
-    let mut child = keel_bin()
+    let child = keel_bin()
         .args(["serve", "--config"])
         .arg(&cfg)
         .spawn()
@@ -113,15 +114,25 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
     let base = format!("http://127.0.0.1:{port}");
     let mut up = false;
     for _ in 0..200 {
-        if let Ok(r) = client().get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                up = true;
-                break;
-            }
+        if client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(up, "server did not come up");
+    (child, base, token, dir)
+}
+
+#[tokio::test]
+async fn kill_9_during_a_burst_loses_no_acknowledged_interaction() {
+    let mock = MockUpstream::start(Script::new()).await.unwrap();
+    let (mut child, base, token, dir) = spawn_server(&mock).await;
 
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
@@ -204,42 +215,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     )))
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("keel.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\n[[upstreams]]\nname = \"mock\"\nbase_url = \"{u}\"\n",
-            d = dir.path().display(),
-            u = mock.base_url()
-        ),
-    )
-    .unwrap();
-    let key = keel_bin()
-        .args(["keys", "create", "--tenant", "acme", "--role", "app"])
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let token = String::from_utf8_lossy(&key.stdout).trim().to_string();
-    let mut child = keel_bin()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if client()
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (mut child, base, token, dir) = spawn_server(&mock).await;
     // A stream in flight when SIGTERM arrives still completes.
     let inflight = tokio::spawn({
         let base = base.clone();

@@ -84,3 +84,38 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             })
     }
 }
+
+/// `limit` (1–500, default 50) from a query string.
+pub fn page_limit(limit: Option<&str>) -> Result<u32, GatewayError> {
+    match limit {
+        None => Ok(50),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                GatewayError::bad_param(
+                    "limit",
+                    "Invalid 'limit': expected an integer from 1 to 500.",
+                )
+            }),
+    }
+}
+
+/// `cursor` (a `next_cursor` from a previous page: a positive sequence number).
+pub fn page_cursor(cursor: Option<&str>) -> Result<Option<i64>, GatewayError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                GatewayError::bad_param(
+                    "cursor",
+                    "Invalid 'cursor': use next_cursor from a previous page.",
+                )
+            }),
+    }
+}

@@ -48,28 +48,8 @@ async fn list(
     Query(p): Query<Params>,
 ) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
-    let limit = match p.limit.as_deref() {
-        None => 50,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                GatewayError::bad_param(
-                    "limit",
-                    "Invalid 'limit': expected an integer from 1 to 500.",
-                )
-            })?,
-    };
-    let before_seq = match p.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            GatewayError::bad_param(
-                "cursor",
-                "Invalid 'cursor': use next_cursor from a previous page.",
-            )
-        })?),
-    };
+    let limit = crate::extract::page_limit(p.limit.as_deref())?;
+    let before_seq = crate::extract::page_cursor(p.cursor.as_deref())?;
     let mut rows = state
         .store
         .list_alerts(&AlertQuery {

@@ -131,19 +131,7 @@ async fn list(
             ));
         }
     }
-    let limit = match p.limit.as_deref() {
-        None => 50,
-        Some(s) => s
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| {
-                GatewayError::bad_param(
-                    "limit",
-                    "Invalid 'limit': expected an integer from 1 to 500.",
-                )
-            })?,
-    };
+    let limit = crate::extract::page_limit(p.limit.as_deref())?;
     let now = state.clock.now_ms();
     let rows = state
         .store

@@ -162,17 +162,8 @@ async fn write_all(
         }
         if failed.is_none() {
             if let Some((key, value)) = &job.state {
-                let r = sqlx::query(
-                    "INSERT INTO worker_state (key, value, seq) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, seq = excluded.seq",
-                )
-                .bind(key)
-                .bind(value)
-                .bind(seq)
-                .execute(&mut *sp)
-                .await;
-                if let Err(e) = r {
-                    failed = Some(StoreError::from(e));
+                if let Err(e) = save_state(&mut sp, key, value, seq).await {
+                    failed = Some(e);
                 }
             }
         }
@@ -325,15 +316,7 @@ async fn write_batch(
     let mut start = 0;
     for (job, (end, last_seq)) in batch.iter().zip(job_ends) {
         if let Some((key, value)) = &job.state {
-            sqlx::query(
-                "INSERT INTO worker_state (key, value, seq) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, seq = excluded.seq",
-            )
-            .bind(key)
-            .bind(value)
-            .bind(last_seq)
-            .execute(&mut *conn)
-            .await?;
+            save_state(conn, key, value, last_seq).await?;
         }
         out.push(
             rows[start..end]
@@ -351,6 +334,25 @@ async fn write_batch(
         start = end;
     }
     Ok(out)
+}
+
+/// Replaces a worker's saved state, in the same transaction as its events.
+async fn save_state(
+    conn: &mut SqliteConnection,
+    key: &str,
+    value: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO worker_state (key, value, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value, seq = excluded.seq",
+    )
+    .bind(key)
+    .bind(value)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Runs one projection for one event.
