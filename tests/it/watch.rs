@@ -130,3 +130,97 @@ async fn an_error_rate_jump_in_one_segment_raises_one_alert_there_only() {
         "backfill raises no live alerts (latency may move on a loaded machine, so compare the same metric)"
     );
 }
+
+/// A tiny HTTP receiver: answers 500 to the first POST (to exercise the retry), 200 after,
+/// and hands every body it gets to the test.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then Content-Length bytes of body.
+            let body = loop {
+                let n = sock.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(buf[end + 4..end + 4 + len].to_vec());
+                    }
+                }
+            };
+            let status = if first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = sock
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+            if let (Some(b), false) = (body, first) {
+                if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+                    let _ = tx.send(v);
+                }
+            }
+            first = false;
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn alerts_are_posted_to_the_webhook_with_retries() {
+    let (url, mut received) = webhook_receiver().await;
+    let p = Pair::start_with(Script::new(), |o| {
+        o.retries = 0;
+        o.extra_toml = format!("[alerts]\nwebhook_url = \"{url}\"\n");
+    })
+    .await;
+    for i in 0..150 {
+        assert_eq!(p.chat(json!({"model": "m", "messages": user(&format!("{i}")), "metadata": {"locale": "fr"}})).await.status(), 200);
+    }
+    for i in 0..150 {
+        if i % 2 == 0 {
+            p.mock.push(Reply::error(500, "overloaded"));
+        }
+        p.chat(
+            json!({"model": "m", "messages": user(&format!("b{i}")), "metadata": {"locale": "fr"}}),
+        )
+        .await;
+    }
+    let alert = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let a = received.recv().await.expect("receiver alive");
+            if a["metric"] == "upstream_error_rate" {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("the webhook received the alert (after one refused delivery)");
+    assert_eq!(alert["segment"]["locale"], "fr");
+    let (_, listed) = p.api("/api/alerts?metric=upstream_error_rate").await;
+    assert_eq!(
+        listed["data"][0]["id"], alert["id"],
+        "the webhook carries the stored alert"
+    );
+}
