@@ -319,3 +319,24 @@ fn the_signing_key_is_private() {
         "the key is created once and reused"
     );
 }
+
+/// Regression: a verifier key's base64 part may contain `+` (the auditor script once split on
+/// every `+` and failed for such keys, depending on the random key).
+#[test]
+fn verifier_keys_whose_base64_contains_plus_parse() {
+    let mut found = 0;
+    for i in 0u8..=255 {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[i; 32]);
+        let text = keel_ledger::verifier_key_string("keel", &key.verifying_key()).unwrap();
+        let b64 = text.splitn(3, '+').nth(2).unwrap();
+        if b64.contains('+') {
+            found += 1;
+            let parsed = keel_ledger::VerifierKey::parse(&text).unwrap();
+            assert_eq!(parsed.verifying_key(), &key.verifying_key(), "{text}");
+        }
+    }
+    assert!(
+        found > 0,
+        "the sample must include keys with '+' in their base64"
+    );
+}

@@ -33,7 +33,8 @@ def sha256(*parts):
 
 
 def parse_verifier_key(text):
-    name, key_id_hex, key_b64 = text.strip().split("+")
+    # The base64 part may itself contain "+": split on the first two only (as Go's note does).
+    name, key_id_hex, key_b64 = text.strip().split("+", 2)
     raw = base64.b64decode(key_b64)
     assert raw[0] == 0x01 and len(raw) == 33, "not an Ed25519 verifier key"
     pub = raw[1:]
