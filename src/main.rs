@@ -4,6 +4,7 @@
 
 mod audit;
 mod backfill;
+mod facts;
 mod policy;
 mod review;
 
@@ -59,6 +60,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         verb: PolicyVerb,
+    },
+    /// Facts with effective dates: set, list [--at DATE], history KEY, import FILE.
+    Facts {
+        #[command(subcommand)]
+        verb: facts::FactsVerb,
     },
     /// Streaming change detectors.
     Drift {
@@ -319,6 +325,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             policy::run(verb, clock).await
+        }
+        Command::Facts { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            facts::run(verb, clock).await
         }
         Command::Drift {
             verb: DriftVerb::Backfill { config, since },

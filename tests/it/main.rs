@@ -9,6 +9,7 @@ mod bad_input;
 mod chat;
 mod cli;
 mod durability;
+mod facts;
 mod faults;
 mod ledger;
 mod policy;

@@ -1,6 +1,7 @@
 //! Keel's own API under `/api/`: role-checked and tenant-scoped.
 
 pub mod alerts;
+pub mod facts;
 pub mod feedback;
 pub mod interactions;
 pub mod kpis;

@@ -133,6 +133,9 @@ pub async fn run(state: AppState) {
         if let Err(e) = state.policies.refresh(state.store.as_ref()).await {
             tracing::warn!(error = %e, "policy refresh failed");
         }
+        if let Err(e) = state.policies.refresh_facts(state.store.as_ref()).await {
+            tracing::warn!(error = %e, "facts refresh failed");
+        }
         if let Err(e) = checkpoint_if_due(&state, &policy, now).await {
             tracing::warn!(error = %e, "periodic checkpoint failed");
         }

@@ -1,11 +1,14 @@
 //! The active policies at runtime: one compiled `Arc<Policy>` per scope, swapped atomically.
 //! A request takes the `Arc` once and finishes on that version, whatever is activated meanwhile.
+//! Every compiled policy consults one shared facts checker, whose index is rebuilt when a
+//! `FactSet` event arrives; which version of a fact is in force is decided per request by the
+//! request's time (the injected clock), so a scheduled change needs no reload.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use keel_loop::update::{bundle_from_payload, GLOBAL_SCOPE};
-use keel_policy::Policy;
+use keel_policy::{Policy, SharedFacts};
 use keel_store::Store;
 
 use crate::error::GatewayError;
@@ -23,18 +26,47 @@ pub struct PolicyRuntime {
     default: Arc<Policy>,
     active: RwLock<Arc<Active>>,
     compiled: Mutex<HashMap<String, Arc<Policy>>>,
+    facts: Arc<SharedFacts>,
+    /// (count, last seq) of the `FactSet` events the index was built from.
+    facts_seen: Mutex<(i64, i64)>,
 }
 
 impl PolicyRuntime {
     /// Starts with the embedded default pack active.
     pub fn new() -> Result<Self, GatewayError> {
-        let default = Policy::default_pack()
+        let mut default = Policy::default_pack()
             .map_err(|e| GatewayError::Config(format!("the embedded default policy pack: {e}")))?;
+        let facts = Arc::new(SharedFacts::new());
+        default.set_fact_checker(facts.clone());
         Ok(Self {
             default: Arc::new(default),
             active: RwLock::new(Arc::new(Active::default())),
             compiled: Mutex::new(HashMap::new()),
+            facts,
+            facts_seen: Mutex::new((0, 0)),
         })
+    }
+
+    /// Rebuilds the facts index when `FactSet` events were appended since the last call.
+    pub async fn refresh_facts(&self, store: &dyn Store) -> Result<(), GatewayError> {
+        let seen = store.fact_fingerprint().await?;
+        if self.facts_seen.lock().map(|s| *s == seen).unwrap_or(false) {
+            return Ok(());
+        }
+        let rows = store.fact_events(None).await?;
+        let facts: Vec<_> = rows
+            .iter()
+            .filter_map(|r| keel_loop::facts::fact_from_value(&r.fact))
+            .collect();
+        let n = facts.len();
+        let index =
+            keel_loop::facts::index(facts).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.facts.set(Arc::new(index));
+        if let Ok(mut s) = self.facts_seen.lock() {
+            *s = seen;
+        }
+        tracing::info!(versions = n, "facts reloaded");
+        Ok(())
     }
 
     /// The policy for `tenant`: its own activation, else the global one, else the default pack.
@@ -80,6 +112,10 @@ impl PolicyRuntime {
                         .map_err(|e| GatewayError::Internal(e.to_string()))
                         .and_then(|b| {
                             Policy::compile(&b).map_err(|e| GatewayError::Internal(e.to_string()))
+                        })
+                        .map(|mut p| {
+                            p.set_fact_checker(self.facts.clone());
+                            p
                         });
                     match compiled {
                         Ok(p) => {

@@ -76,6 +76,7 @@ pub async fn serve(
     // Start-up: confirm the log is readable, load the active policies, sign a checkpoint.
     let last = state.store.last_seq().await?;
     state.policies.refresh(state.store.as_ref()).await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     keel_audit::issue_checkpoint(state.store.as_ref(), &state.signer, state.clock.as_ref()).await?;
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();

@@ -9,6 +9,9 @@ pub enum LoopError {
     Drift(#[from] keel_drift::DriftError),
     #[error("monitor state: {0}")]
     State(String),
+    /// Input that fails validation (a fact of the wrong type, an overlapping validity).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl LoopError {
@@ -18,6 +21,7 @@ impl LoopError {
             LoopError::Config(_) => 400,
             LoopError::Drift(e) => e.http_status(),
             LoopError::State(_) => 500,
+            LoopError::Invalid(_) => 400,
         }
     }
 }

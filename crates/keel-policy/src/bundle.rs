@@ -264,6 +264,12 @@ pub enum ActionSpec {
     Route {
         upstream: String,
     },
+    /// Replaces each stale fact value with the value in force (`correct: {}` = every facts
+    /// detector).
+    Correct {
+        #[serde(default)]
+        detectors: Vec<String>,
+    },
 }
 
 fn default_replacement() -> String {
@@ -286,6 +292,9 @@ pub struct TestSpec {
     pub response: Option<OneOrMany>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<TestContext>,
+    /// Fact versions the case is checked against (instead of the runtime registry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<crate::facts::Fact>,
     pub expect: TestExpect,
 }
 

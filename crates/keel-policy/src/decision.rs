@@ -10,7 +10,7 @@ use crate::input::Phase;
 
 /// A decision's action, as in `x-keel-decision`.
 ///
-/// Precedence (strongest first): `block` > `escalate` > `route` > `rewrite` = `redact` >
+/// Precedence (strongest first): `block` > `escalate` > `route` > `rewrite` = `redact` = `correct` >
 /// `append` > `allow`; between rules of equal strength the earlier rule in the bundle wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -22,6 +22,8 @@ pub enum ActionKind {
     Append,
     Escalate,
     Route,
+    /// Stale fact values replaced with the values in force.
+    Correct,
 }
 
 impl ActionKind {
@@ -34,6 +36,7 @@ impl ActionKind {
             ActionKind::Append => "append",
             ActionKind::Escalate => "escalate",
             ActionKind::Route => "route",
+            ActionKind::Correct => "correct",
         }
     }
 
@@ -42,7 +45,7 @@ impl ActionKind {
         match self {
             ActionKind::Allow => 0,
             ActionKind::Append => 1,
-            ActionKind::Redact | ActionKind::Rewrite => 2,
+            ActionKind::Redact | ActionKind::Rewrite | ActionKind::Correct => 2,
             ActionKind::Route => 3,
             ActionKind::Escalate => 4,
             ActionKind::Block => 5,
@@ -136,6 +139,22 @@ pub struct Decision {
     pub transformed: Vec<TransformedText>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RuleError>,
+    /// Fact statements checked (at most [`MAX_SPANS`]): key, stated and current value, status,
+    /// and whether a `correct` rule replaced the value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<FactCheck>,
+}
+
+/// One fact statement checked in a segment, for the explanation of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactCheck {
+    pub segment: usize,
+    pub location: String,
+    #[serde(flatten)]
+    pub finding: crate::detect::FactFinding,
+    /// A `correct` rule replaced the stated value.
+    #[serde(default)]
+    pub corrected: bool,
 }
 
 /// Most spans a decision records.

@@ -57,8 +57,11 @@
 //!   `Display` names each failing case), [`diff()`] (`keel policy diff`; `Display` renders it).
 //! - Hot swap: hold the active policy as `Arc<Policy>` and swap the `Arc`; an in-flight request
 //!   keeps the `Arc` it started with.
-//! - Facts: `kind: facts` detectors ask a [`FactChecker`] set with [`Policy::set_fact_checker`];
-//!   none is set by default and they find nothing.
+//! - Facts: `kind: facts` detectors ask a [`FactChecker`] set with [`Policy::set_fact_checker`]
+//!   (none by default: they find nothing). [`FactIndex`] is the checker over versioned
+//!   [`Fact`]s; [`SharedFacts`] lets a running server swap the index under compiled policies.
+//!   `signals.<facts id>` has `stale`, `current`, `unknown` counts; the `correct` action
+//!   replaces each stale value with the value in force; [`Decision::facts`] lists the checks.
 
 pub mod bundle;
 pub mod decision;
@@ -66,6 +69,7 @@ pub mod detect;
 pub mod diff;
 pub mod error;
 pub mod expr;
+pub mod facts;
 pub mod input;
 pub mod lint;
 mod normalize;
@@ -75,9 +79,10 @@ pub mod testing;
 
 pub use bundle::{Bundle, PolicySpec, Severity};
 pub use decision::{ActionKind, Decision, MatchedSpan, RuleHit, SignalSummary, TransformedText};
-pub use detect::{FactChecker, FactFinding, PII_KINDS};
+pub use detect::{FactChecker, FactFinding, FactStatus, PII_KINDS};
 pub use diff::{diff, BundleDiff};
 pub use error::PolicyError;
+pub use facts::{in_force_at, Fact, FactIndex, FactScope, FactValue, SharedFacts};
 pub use input::{EvalContext, EvalInput, Phase, SegmentKind, TextSegment};
 pub use lint::{lint, LintIssue, LintLevel};
 pub use policy::Policy;

@@ -103,6 +103,11 @@ fn push_folded(c: char, out: &mut impl FnMut(char)) {
         out(c.to_ascii_lowercase());
         return;
     }
+    // CJK unified ideographs have no compatibility decomposition and no case: skip the tables.
+    if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        out(c);
+        return;
+    }
     unicode_normalization::char::decompose_compatible(c, |d| {
         for l in d.to_lowercase() {
             out(l);

@@ -12,7 +12,7 @@ use crate::bundle::{
     POLICY_FILE,
 };
 use crate::decision::{
-    ActionKind, Decision, MatchedSpan, RuleError, RuleHit, TransformedText, MAX_SPANS,
+    ActionKind, Decision, FactCheck, MatchedSpan, RuleError, RuleHit, TransformedText, MAX_SPANS,
 };
 use crate::detect::{DetectorKind, DetectorSource, Detectors, FactChecker, Finding, PII_KINDS};
 use crate::error::PolicyError;
@@ -50,6 +50,9 @@ pub(crate) enum Action {
     Route {
         upstream: String,
     },
+    Correct {
+        targets: Vec<usize>,
+    },
 }
 
 impl Action {
@@ -62,6 +65,7 @@ impl Action {
             Action::Append { .. } => ActionKind::Append,
             Action::Escalate { .. } => ActionKind::Escalate,
             Action::Route { .. } => ActionKind::Route,
+            Action::Correct { .. } => ActionKind::Correct,
         }
     }
 }
@@ -98,7 +102,7 @@ impl Scope {
 }
 
 /// `ja` matches `ja`, `ja-JP`, `JA_jp`; `US` matches `US-CA`.
-fn tag_matches(patterns: &[String], value: Option<&str>) -> bool {
+pub(crate) fn tag_matches(patterns: &[String], value: Option<&str>) -> bool {
     let Some(value) = value else {
         return false;
     };
@@ -420,6 +424,13 @@ impl Policy {
                     }
                 }
             }
+            if let Action::Correct { targets } = &rule.action {
+                for d in targets {
+                    if let Some(u) = plan.detectors.get_mut(*d) {
+                        *u = true;
+                    }
+                }
+            }
         }
         if let Some(dets) = &detectors {
             let out = &plans[1];
@@ -589,10 +600,31 @@ impl Policy {
     /// Evaluates the rules of `phase` over `input`. Pure: no IO, no clock (time is
     /// `input.context.now`), never panics; cost is linear in the text plus bounded CEL work.
     pub fn evaluate(&self, phase: Phase, input: &EvalInput) -> Decision {
+        self.evaluate_with(phase, input, None)
+    }
+
+    /// [`Policy::evaluate`] with another facts checker than the one set (inline tests).
+    pub(crate) fn evaluate_with(
+        &self,
+        phase: Phase,
+        input: &EvalInput,
+        checker: Option<&dyn FactChecker>,
+    ) -> Decision {
         let segs = input.segments(phase);
         let mut findings = Vec::new();
+        let plan = &self.plans[phase_idx(phase)];
         for (i, s) in segs.iter().enumerate() {
-            self.scan(phase, &s.text, 0, i, &input.context, &mut findings);
+            if plan.detectors.iter().any(|u| *u) {
+                self.detectors.scan(
+                    &s.text,
+                    0,
+                    i,
+                    &plan.detectors,
+                    &input.context,
+                    checker,
+                    &mut findings,
+                );
+            }
         }
         let texts: Vec<&str> = segs.iter().map(|s| s.text.as_str()).collect();
         let (fired, errors) = self.run_rules(phase, input, &texts, &findings);
@@ -611,7 +643,7 @@ impl Policy {
         let plan = &self.plans[phase_idx(phase)];
         if plan.detectors.iter().any(|u| *u) {
             self.detectors
-                .scan(text, base, segment, &plan.detectors, ctx, out);
+                .scan(text, base, segment, &plan.detectors, ctx, None, out);
         }
     }
 
@@ -707,7 +739,13 @@ impl Policy {
             match info.kind {
                 DetectorKind::Lexicon => entries.push(("terms", expr::list_val(names))),
                 DetectorKind::Regex => entries.push(("patterns", expr::list_val(names))),
-                DetectorKind::Facts => entries.push(("findings", expr::list_val(names))),
+                DetectorKind::Facts => {
+                    entries.push(("findings", expr::list_val(names)));
+                    for (k, name) in crate::detect::FactStatus::LABELS.iter().enumerate() {
+                        let n = per_label.get(&(k as u32)).copied().unwrap_or(0);
+                        entries.push((name, expr::int_val(n)));
+                    }
+                }
                 DetectorKind::Pii => {
                     entries.push(("kinds", expr::list_val(names)));
                     for (k, name) in PII_KINDS.iter().enumerate() {
@@ -896,6 +934,26 @@ impl Policy {
                         }
                     }
                 }
+                Action::Correct { targets } => {
+                    for f in findings
+                        .iter()
+                        .filter(|f| f.segment == segment && f.start >= from)
+                    {
+                        if !targets.contains(&f.detector) {
+                            continue;
+                        }
+                        let Some(r) = f.fact.as_ref().and_then(|x| x.replacement.as_ref()) else {
+                            continue;
+                        };
+                        raw.push(Edit {
+                            start: f.start,
+                            end: f.end,
+                            replacement: r.clone(),
+                            redact: false,
+                            order,
+                        });
+                    }
+                }
                 _ => {}
             }
         }
@@ -975,7 +1033,35 @@ impl Policy {
             signals: BTreeMap::new(),
             transformed: Vec::new(),
             errors,
+            facts: Vec::new(),
         };
+        let correcting: Vec<&Vec<usize>> = fired
+            .iter()
+            .filter_map(|&i| match self.rules.get(i).map(|r| &r.action) {
+                Some(Action::Correct { targets }) => Some(targets),
+                _ => None,
+            })
+            .collect();
+        let blocking = deciding_rule.is_some_and(|r| r.action.kind().is_blocking());
+        let mut seen_facts = BTreeSet::new();
+        for f in findings {
+            let Some(ff) = &f.fact else { continue };
+            if decision.facts.len() >= MAX_SPANS || !seen_facts.insert((f.segment, f.start, f.end))
+            {
+                continue;
+            }
+            decision.facts.push(FactCheck {
+                segment: f.segment,
+                location: segs
+                    .get(f.segment)
+                    .map(|s| s.location.clone())
+                    .unwrap_or_default(),
+                finding: (**ff).clone(),
+                corrected: !blocking
+                    && ff.replacement.is_some()
+                    && correcting.iter().any(|t| t.contains(&f.detector)),
+            });
+        }
         for f in findings {
             let Some(info) = self.detectors.list.get(f.detector) else {
                 continue;
@@ -1167,6 +1253,47 @@ fn compile_rule(
                     Action::Allow
                 }
             }
+        }
+        ActionSpec::Correct { detectors: ids } => {
+            let mut out = Vec::new();
+            if let Some(dets) = detectors {
+                if ids.is_empty() {
+                    out = (0..dets.list.len())
+                        .filter(|&d| {
+                            dets.list
+                                .get(d)
+                                .is_some_and(|i| i.kind == DetectorKind::Facts)
+                        })
+                        .collect();
+                    if out.is_empty() {
+                        errs.push((
+                            "unknown-detector",
+                            "`correct` needs a `kind: facts` detector".into(),
+                        ));
+                    }
+                }
+                for id in ids {
+                    match dets.index_of(id) {
+                        Some(d)
+                            if dets
+                                .list
+                                .get(d)
+                                .is_some_and(|i| i.kind == DetectorKind::Facts) =>
+                        {
+                            out.push(d)
+                        }
+                        Some(_) => errs.push((
+                            "unknown-detector",
+                            format!("`correct.detectors`: `{id}` is not a `kind: facts` detector"),
+                        )),
+                        None => errs.push((
+                            "unknown-detector",
+                            format!("`correct.detectors`: no detector `{id}`"),
+                        )),
+                    }
+                }
+            }
+            Action::Correct { targets: out }
         }
         ActionSpec::Redact {
             detectors: targets,

@@ -166,7 +166,7 @@ impl StreamGuard {
         for &i in &fired {
             if matches!(
                 policy.rules.get(i).map(|r| &r.action),
-                Some(Action::Redact { .. } | Action::Rewrite { .. })
+                Some(Action::Redact { .. } | Action::Rewrite { .. } | Action::Correct { .. })
             ) {
                 self.latched.insert(i);
             }

@@ -18,6 +18,8 @@ pub(crate) struct CompiledTest {
     pub phase: Phase,
     pub input: EvalInput,
     pub expect: TestExpect,
+    /// The case's own facts registry (`facts:`), if it has one.
+    pub facts: Option<std::sync::Arc<crate::facts::FactIndex>>,
 }
 
 pub(crate) fn compile_tests(
@@ -97,12 +99,29 @@ pub(crate) fn compile_tests(
                 }
             }
         }
+        let mut facts = None;
+        if !t.facts.is_empty() {
+            let mut ok = true;
+            for f in &t.facts {
+                if let Err(e) = f.validate() {
+                    issues.push(LintIssue::error(POLICY_FILE, line, id, "test", e));
+                    ok = false;
+                }
+            }
+            if ok {
+                match crate::facts::FactIndex::new(t.facts.clone()) {
+                    Ok(ix) => facts = Some(std::sync::Arc::new(ix)),
+                    Err(e) => issues.push(LintIssue::error(POLICY_FILE, line, id, "test", e)),
+                }
+            }
+        }
         out.push(CompiledTest {
             name: t.name.clone(),
             line,
             phase,
             input,
             expect: t.expect.clone(),
+            facts,
         });
     }
     out
@@ -163,7 +182,10 @@ pub fn run_tests(policy: &Policy) -> TestReport {
         .tests
         .iter()
         .map(|t| {
-            let d = policy.evaluate(t.phase, &t.input);
+            let d = match &t.facts {
+                Some(ix) => policy.evaluate_with(t.phase, &t.input, Some(ix.as_ref())),
+                None => policy.evaluate(t.phase, &t.input),
+            };
             let mut failures = Vec::new();
             if d.action != t.expect.action {
                 failures.push(format!(

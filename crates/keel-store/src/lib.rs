@@ -13,6 +13,7 @@ pub mod sqlite;
 pub mod telemetry;
 
 mod alerts;
+pub mod facts;
 mod interactions;
 mod keys;
 pub mod policies;
@@ -23,6 +24,7 @@ use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
 use serde::Serialize;
 
 pub use error::StoreError;
+pub use facts::FactRow;
 pub use ledger::{LeafRow, LedgerRow, StoredCheckpoint};
 pub use policies::{ActivationRow, PolicyVersionRow};
 pub use registry::{SqliteMigration, SqliteProjection};
@@ -120,6 +122,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// How many alerts exist.
     async fn count_alerts(&self) -> Result<u64, StoreError>;
+
+    /// `FactSet` events in log order: all of them, or one key's history.
+    async fn fact_events(&self, key: Option<&str>) -> Result<Vec<FactRow>, StoreError>;
+
+    /// `(count, last seq)` of `FactSet` events: cheap, for deciding whether to reload facts.
+    async fn fact_fingerprint(&self) -> Result<(i64, i64), StoreError>;
 
     /// Every published policy version, oldest first.
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRow>, StoreError>;

@@ -40,7 +40,9 @@ impl DetectorKind {
             DetectorKind::Regex => &["matched", "count", "patterns"],
             DetectorKind::Lexicon => &["matched", "count", "terms"],
             DetectorKind::Pii => &["matched", "count", "kinds"],
-            DetectorKind::Facts => &["matched", "count", "findings"],
+            DetectorKind::Facts => &[
+                "matched", "count", "findings", "stale", "current", "unknown",
+            ],
         }
     }
 }
@@ -54,22 +56,67 @@ pub(crate) struct Finding {
     pub segment: usize,
     pub start: usize,
     pub end: usize,
+    /// Facts detectors: the statement checked (its span is relative to the checked text).
+    pub fact: Option<Arc<FactFinding>>,
 }
 
-/// A finding reported by a [`FactChecker`]: a claim in the text that contradicts the fact in
-/// force at the request's time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a statement compares with the fact in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactStatus {
+    /// The stated value differs from the fact in force.
+    Stale,
+    /// The stated value is the fact in force.
+    Current,
+    /// The subject is known, but no version is in force for this scope and time.
+    Unknown,
+}
+
+impl FactStatus {
+    /// The labels of a `kind: facts` detector, indexed by `as_label`.
+    pub const LABELS: [&'static str; 3] = ["stale", "current", "unknown"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactStatus::Stale => "stale",
+            FactStatus::Current => "current",
+            FactStatus::Unknown => "unknown",
+        }
+    }
+
+    pub(crate) fn as_label(self) -> u32 {
+        match self {
+            FactStatus::Stale => 0,
+            FactStatus::Current => 1,
+            FactStatus::Unknown => 2,
+        }
+    }
+}
+
+/// A statement a [`FactChecker`] found: a subject with a value in the same sentence, compared
+/// with the fact in force at the request's time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FactFinding {
-    /// Byte span in the checked text.
+    /// Byte span of the stated value in the checked text (what a correction replaces).
     pub start: usize,
     pub end: usize,
     /// The fact's key, e.g. `jp.consumption_tax.standard_rate`.
     pub fact: String,
+    pub status: FactStatus,
+    /// The value as read from the text, normalised (`10%`, `2022-04-01`).
+    pub stated: String,
+    /// The value in force, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// For stale statements: the text that replaces `start..end`, in the stated style.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
 }
 
-/// The slot for versioned facts (a later issue fills it): given a text and the request context,
-/// report claims that contradict the facts in force at `context.now`. A policy without a checker
-/// (the default) reports no findings for its `kind: facts` detectors.
+/// Checks statements of facts: given a text and the request context, report each statement of
+/// a known subject with a value, compared with the fact in force at `context.now`
+/// ([`crate::facts::FactIndex`] is the implementation). A policy without a checker (the
+/// default) reports no findings for its `kind: facts` detectors.
 pub trait FactChecker: Send + Sync {
     fn check(&self, text: &str, context: &EvalContext) -> Vec<FactFinding>;
 }
@@ -216,7 +263,8 @@ impl Detectors {
                 }
                 DetectorSource::Facts => {
                     info.kind = DetectorKind::Facts;
-                    info.max_len = Some(0);
+                    info.labels = FactStatus::LABELS.iter().map(|s| s.to_string()).collect();
+                    info.max_len = Some(crate::facts::FactIndex::stream_span());
                 }
             }
             list.push(info);
@@ -261,6 +309,8 @@ impl Detectors {
     /// Scans `text[base..]` (segment `segment`) with the detectors marked in `used`, appending
     /// findings with spans in `text`'s byte offsets. Context before `base` is only read for word
     /// boundaries, so scanning a suffix gives the same findings as scanning the whole text there.
+    /// `checker` replaces the policy's facts checker when given.
+    #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &self,
         text: &str,
@@ -268,6 +318,7 @@ impl Detectors {
         segment: usize,
         used: &[bool],
         context: &EvalContext,
+        checker: Option<&dyn FactChecker>,
         out: &mut Vec<Finding>,
     ) {
         let is_used = |d: usize| used.get(d).copied().unwrap_or(false);
@@ -298,6 +349,7 @@ impl Detectors {
                             segment,
                             start,
                             end,
+                            fact: None,
                         });
                     }
                 }
@@ -316,6 +368,7 @@ impl Detectors {
                         segment,
                         start: m.start(),
                         end: m.end(),
+                        fact: None,
                     });
                     pos = m.end();
                 } else {
@@ -330,7 +383,7 @@ impl Detectors {
                 }
             }
         }
-        if let Some(checker) = &self.fact_checker {
+        if let Some(checker) = checker.or(self.fact_checker.as_deref()) {
             let facts: Vec<usize> = (0..self.list.len())
                 .filter(|&d| {
                     is_used(d)
@@ -341,27 +394,34 @@ impl Detectors {
                 })
                 .collect();
             if !facts.is_empty() {
-                let slice = text.get(base..).unwrap_or("");
+                // A statement's subject may sit in text before `base` (already released by a
+                // stream): look back far enough, and keep only values from `base` on.
+                let mut from = base.saturating_sub(4 * crate::facts::FactIndex::stream_span());
+                while from > 0 && !text.is_char_boundary(from) {
+                    from -= 1;
+                }
+                let slice = text.get(from..).unwrap_or("");
                 for f in checker.check(slice, context) {
+                    let start = from + f.start.min(slice.len());
+                    let end = from + f.end.min(slice.len());
+                    if start < base {
+                        continue;
+                    }
+                    let label = f.status.as_label();
+                    let f = Arc::new(f);
                     for &d in &facts {
-                        let label = self.fact_label(d, &f.fact);
                         out.push(Finding {
                             detector: d,
                             label,
                             segment,
-                            start: base + f.start.min(slice.len()),
-                            end: base + f.end.min(slice.len()),
+                            start,
+                            end,
+                            fact: Some(Arc::clone(&f)),
                         });
                     }
                 }
             }
         }
-    }
-
-    fn fact_label(&self, _d: usize, _fact: &str) -> u32 {
-        // Fact labels are not known at load time; the slot reports them all as label 0 until the
-        // facts issue gives findings a label table of their own.
-        0
     }
 
     fn scan_lexicon(
@@ -397,6 +457,7 @@ impl Detectors {
                 segment,
                 start,
                 end,
+                fact: None,
             });
         }
     }

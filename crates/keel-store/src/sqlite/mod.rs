@@ -16,6 +16,7 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alerts::alert_from_row;
+use crate::facts::{fact_from_row, FactRow, SELECT_FACTS};
 use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
 use crate::keys::{key_from_row, SELECT_KEYS};
 use crate::ledger::{checkpoint_from_row, leaf_from_row, ledger_row, with_nodes};
@@ -267,6 +268,23 @@ impl Store for SqliteStore {
             .await?;
         let n: i64 = row.try_get("n")?;
         Ok(n as u64)
+    }
+
+    async fn fact_events(&self, key: Option<&str>) -> Result<Vec<FactRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_FACTS} WHERE (?1 IS NULL OR f.key = ?1) ORDER BY f.seq"
+        ))
+        .bind(key)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(fact_from_row).collect()
+    }
+
+    async fn fact_fingerprint(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS last FROM facts")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("last")?))
     }
 
     async fn policy_versions(&self) -> Result<Vec<PolicyVersionRow>, StoreError> {
