@@ -232,13 +232,7 @@ async fn write_batch(
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
-            q = q
-                .bind(r.seq)
-                .bind(&r.ev.kind)
-                .bind(&r.ev.actor)
-                .bind(&r.ev.tenant)
-                .bind(r.ev.at_ms)
-                .bind(&r.payload);
+            q = bind_event(q, r.seq, r.ev, &r.payload);
         }
         q.execute(&mut *conn).await?;
         let sql = format!(
@@ -295,13 +289,7 @@ async fn write_batch(
                 );
                 let mut q = sqlx::query(&sql);
                 for r in run {
-                    q = q
-                        .bind(r.seq)
-                        .bind(&r.ev.kind)
-                        .bind(&r.ev.actor)
-                        .bind(&r.ev.tenant)
-                        .bind(r.ev.at_ms)
-                        .bind(&r.payload);
+                    q = bind_event(q, r.seq, r.ev, &r.payload);
                 }
                 q.execute(&mut *conn).await?;
             } else {
@@ -336,6 +324,18 @@ async fn write_batch(
     Ok(out)
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds one event's six columns (seq, kind, actor, tenant, at_ms, payload), in that order.
+fn bind_event<'q>(q: Query<'q>, seq: i64, ev: &'q NewEvent, payload: &'q str) -> Query<'q> {
+    q.bind(seq)
+        .bind(ev.kind.as_str())
+        .bind(ev.actor.as_str())
+        .bind(ev.tenant.as_str())
+        .bind(ev.at_ms)
+        .bind(payload)
+}
+
 /// Replaces a worker's saved state, in the same transaction as its events.
 async fn save_state(
     conn: &mut SqliteConnection,
@@ -367,13 +367,7 @@ async fn project_one(
         "WITH ev(seq, kind, actor, tenant, at_ms, payload) AS (SELECT ?1, ?2, ?3, ?4, ?5, ?6) {}",
         p.sql
     );
-    sqlx::query(&sql)
-        .bind(seq)
-        .bind(&ev.kind)
-        .bind(&ev.actor)
-        .bind(&ev.tenant)
-        .bind(ev.at_ms)
-        .bind(payload)
+    bind_event(sqlx::query(&sql), seq, ev, payload)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -400,15 +394,14 @@ async fn write_event(
 ) -> Result<StoredEvent, StoreError> {
     let payload =
         serde_json::to_string(&ev.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO events (seq, kind, actor, tenant, at_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    bind_event(
+        sqlx::query(
+            "INSERT INTO events (seq, kind, actor, tenant, at_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        ),
+        seq,
+        ev,
+        &payload,
     )
-    .bind(seq)
-    .bind(&ev.kind)
-    .bind(&ev.actor)
-    .bind(&ev.tenant)
-    .bind(ev.at_ms)
-    .bind(&payload)
     .execute(&mut *conn)
     .await?;
     ledger::seal(
