@@ -537,7 +537,7 @@ async fn export_inner(
     filter: &ExportFilter,
     clock: &dyn Clock,
 ) -> Result<(String, usize)> {
-    let runtime = PolicyRuntime::new()?;
+    let runtime = PolicyRuntime::new(Default::default())?;
     runtime.refresh(store).await?;
     let redactor = Redactor {
         runtime,

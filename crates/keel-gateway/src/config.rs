@@ -44,6 +44,9 @@ pub struct Config {
     /// The review queue: audit sampling, leases, reviewers per item.
     #[serde(default)]
     pub review: ReviewConfig,
+    /// The learned monitor: classifiers trained on completed reviews (`docs/learned.md`).
+    #[serde(default)]
+    pub learn: keel_learn::Config,
 }
 
 /// `[review]`
@@ -370,6 +373,9 @@ impl Config {
             .validate()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         self.review.validate()?;
+        self.learn
+            .validate()
+            .map_err(|e| GatewayError::Config(format!("learn: {e}")))?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),
