@@ -23,6 +23,8 @@ const REVIEW_COMPLETED: &str = "ReviewCompleted";
 /// Shared between the worker (which trains) and the request path (which scores).
 pub struct Learned {
     scorer: RwLock<Arc<Scorer>>,
+    /// [`status_json`] of the model last published (`null` before the first).
+    status: RwLock<Value>,
     trainer: tokio::sync::Mutex<Option<Model>>,
 }
 
@@ -30,6 +32,7 @@ impl Default for Learned {
     fn default() -> Self {
         Learned {
             scorer: RwLock::new(Arc::new(Scorer::empty())),
+            status: RwLock::new(Value::Null),
             trainer: tokio::sync::Mutex::new(None),
         }
     }
@@ -48,6 +51,18 @@ impl Learned {
         let s = Arc::new(model.scorer());
         if let Ok(mut g) = self.scorer.write() {
             *g = s;
+        }
+        let st = status_json(model);
+        if let Ok(mut g) = self.status.write() {
+            *g = st;
+        }
+    }
+
+    /// The per-label status of the model in use (for the KPIs); `null` before it loaded.
+    pub fn status(&self) -> Value {
+        match self.status.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -235,5 +250,60 @@ pub fn status_json(model: &Model) -> Value {
         "window": model.config().window,
         "digest": model.digest(),
         "labels": model.status(),
+    })
+}
+
+/// What `keel learn rebuild` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rebuild {
+    /// Digest of the persisted (online) model; `None` when there was none.
+    pub online_digest: Option<String>,
+    /// Digest of the model retrained from the history up to the online model's cursor.
+    pub rebuilt_digest: String,
+    /// Whether the two are bit-identical.
+    pub identical: bool,
+    /// The cursor compared at.
+    pub compared_at: i64,
+    /// Reviews learned from in the whole history, and the final cursor (after catching up).
+    pub examples: u64,
+    pub cursor: i64,
+}
+
+/// Retrains from the event history: first up to the persisted model's cursor (compares the
+/// digests), then to the end of the log; persists the result. A persisted state that cannot be
+/// restored (other format version or config) counts as not identical and is replaced.
+pub async fn rebuild(store: &dyn Store, config: &Config) -> Result<Rebuild, GatewayError> {
+    let online = match store.load_state(STATE_KEY).await? {
+        Some(json) => match Model::from_json(&json, config) {
+            Ok(m) => Some(Ok(m)),
+            Err(e) => Some(Err(e)),
+        },
+        None => None,
+    };
+    let mut model = Model::new(config.clone()).map_err(|e| GatewayError::Config(e.to_string()))?;
+    let (online_digest, compared_at) = match &online {
+        Some(Ok(m)) => {
+            train(store, &mut model, Some(m.cursor)).await?;
+            (Some(m.digest()), m.cursor)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "persisted learned model not restorable");
+            (None, 0)
+        }
+        None => (None, 0),
+    };
+    let rebuilt_digest = model.digest();
+    let identical = online_digest.as_deref() == Some(rebuilt_digest.as_str());
+    train(store, &mut model, None).await?;
+    store
+        .append_with_state(Vec::new(), STATE_KEY, model.to_json())
+        .await?;
+    Ok(Rebuild {
+        online_digest,
+        rebuilt_digest,
+        identical,
+        compared_at,
+        examples: model.examples(),
+        cursor: model.cursor,
     })
 }

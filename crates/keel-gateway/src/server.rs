@@ -78,6 +78,10 @@ pub async fn serve(
     state.policies.refresh(state.store.as_ref()).await?;
     state.policies.refresh_facts(state.store.as_ref()).await?;
     keel_audit::issue_checkpoint(state.store.as_ref(), &state.signer, state.clock.as_ref()).await?;
+    // The learned monitor resumes from its saved state (and catches up) before serving.
+    if let Err(e) = crate::learn::learn_step(&state).await {
+        tracing::warn!(error = %e, "learned monitor did not catch up at start-up");
+    }
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
