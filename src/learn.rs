@@ -89,7 +89,10 @@ pub(crate) async fn run(verb: LearnVerb) -> Result<()> {
             );
             match &r.online_digest {
                 Some(d) if r.identical => {
-                    println!("identical: rebuilt model equals the online model at seq {} (sha256 {d})", r.compared_at)
+                    println!(
+                        "identical: rebuilt model equals the online model at seq {} (sha256 {d})",
+                        r.compared_at
+                    )
                 }
                 Some(d) => println!(
                     "different: online {d}, rebuilt {} at seq {}",

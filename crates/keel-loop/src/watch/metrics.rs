@@ -305,11 +305,18 @@ mod tests {
         assert_eq!(
             learned(json!({"outcome": "ok", "context": {},
                 "decision": {"action": "allow", "learned": {"outdated": 0.91, "violation": 0.2, "violation.pii": 0.9}}})),
-            [("learned_outdated_share", 1.0), ("learned_violation_share", 0.0)]
+            [
+                ("learned_outdated_share", 1.0),
+                ("learned_violation_share", 0.0)
+            ]
         );
-        assert!(learned(json!({"outcome": "ok", "context": {}, "decision": {"action": "allow"}})).is_empty());
+        assert!(
+            learned(json!({"outcome": "ok", "context": {}, "decision": {"action": "allow"}}))
+                .is_empty()
+        );
         assert!(learned(json!({"outcome": "client_cancelled", "context": {},
-            "decision": {"learned": {"outdated": 0.9}}})).is_empty());
+            "decision": {"learned": {"outdated": 0.9}}}))
+        .is_empty());
     }
 
     #[test]

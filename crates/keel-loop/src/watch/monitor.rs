@@ -77,9 +77,24 @@ fn default_rules() -> Vec<MonitorRule> {
         ("csat", "adwin:delta=0.002", Some(0.5), None),
         ("complaint_rate", "adwin:delta=0.002", Some(0.05), None),
         ("rule_category_rate", "adwin:delta=0.002", Some(0.05), None),
-        ("learned_outdated_share", "adwin:delta=0.002", Some(0.05), None),
-        ("learned_violation_share", "adwin:delta=0.002", Some(0.05), None),
-        ("learned_wrong_answer_share", "adwin:delta=0.002", Some(0.05), None),
+        (
+            "learned_outdated_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
+        (
+            "learned_violation_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
+        (
+            "learned_wrong_answer_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
     ]
     .into_iter()
     .map(|(m, d, abs, rel)| MonitorRule {
