@@ -97,13 +97,16 @@ impl Pending {
         let finished_ms = self.clock.now_ms();
         let acc = std::mem::take(&mut self.acc);
         let mut decision = self.decision.take();
-        // The learned scores of what the upstream said (first choice), for the monitors.
-        if let (Some(serde_json::Value::Object(d)), Some(_)) = (&mut decision, &self.upstream) {
+        // The learned scores of what the upstream said (first choice), for the monitors; only
+        // for a complete reply that has text.
+        let answered = outcome == Outcome::Ok && self.upstream.is_some();
+        if let (Some(serde_json::Value::Object(d)), true) = (&mut decision, answered) {
             let text = self
                 .upstream_text
                 .as_ref()
                 .and_then(|t| t.first())
-                .or_else(|| acc.texts.first());
+                .or_else(|| acc.texts.first())
+                .filter(|t| !t.trim().is_empty());
             if let Some(scores) = text.and_then(|t| self.learned.scores_json(t)) {
                 d.insert("learned".to_string(), scores);
             }
