@@ -228,6 +228,47 @@ async fn reviews_train_the_model_and_a_rule_escalates_on_the_signal() {
         }
     }
 
+    // Streams: rules on the signal re-run as text arrives; the reply ends in content_filter
+    // with the rule's message, and the record carries the full text's scores.
+    let chunks = [
+        "Good news: ",
+        "the consumption tax ",
+        "is still 8 percent ",
+        "under the old rule.",
+    ];
+    p.mock
+        .push(Reply::stream(chunks, std::time::Duration::from_millis(5)));
+    let resp = p
+        .chat(json!({"model": "m", "messages": user("tax?"), "stream": true}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let ix = resp.headers()["x-keel-interaction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = resp.text().await.unwrap();
+    let data = sse_data(&text);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let finishes: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .collect();
+    assert_eq!(
+        finishes[0]["choices"][0]["finish_reason"], "content_filter",
+        "{text}"
+    );
+    assert!(
+        text.contains("A person will confirm this answer."),
+        "{text}"
+    );
+    let rec = p.gw.store.interaction(&ix).await.unwrap().unwrap().record;
+    assert_eq!(rec["decision"]["action"], "escalate", "{rec}");
+    assert!(
+        rec["decision"]["learned"]["outdated"].as_f64().unwrap() > 0.8,
+        "{rec}"
+    );
+
     // The KPIs show the learned labels.
     let (s, k) = p.api("/api/kpis").await;
     assert_eq!(s, 200);
