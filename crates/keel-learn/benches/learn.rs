@@ -6,7 +6,23 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use keel_learn::{Config, Example, Model};
+use std::sync::Arc;
+
+use keel_learn::{Config, Example, Model, Scorer};
+use keel_policy::learned::LearnedScorer;
+use keel_policy::{EvalContext, EvalInput, Phase, Policy};
+
+/// The gateway's adapter, minus the swap.
+struct Adapter(Scorer);
+impl LearnedScorer for Adapter {
+    fn scores(&self, text: &str) -> Vec<(String, Option<f64>)> {
+        self.0
+            .score(text)
+            .into_iter()
+            .map(|(l, s)| (l.to_string(), s.map(f64::from)))
+            .collect()
+    }
+}
 
 const EN: &str = "Thanks for reaching out to our support team today. The consumption tax rate is still 8 percent on all purchases, \
 and the basic plan costs 12 dollars a month. You can reset your password from the login page. \
@@ -86,6 +102,30 @@ fn main() {
     });
     bench("score 1 KB Japanese (5 labels)", 20_000, |_| {
         black_box(scorer.score(black_box(&ja)));
+    });
+    let yaml = "name: b\nowner: b\nrules:\n  - id: r\n    category: custom:learned\n    phase: output\n    when: signals.learned.outdated > 0.8\n    action:\n      escalate: {message: m, severity: high}\n";
+    let mut policy = Policy::from_files(&[("policy.yaml", yaml)]).unwrap();
+    let plain = Policy::from_files(&[(
+        "policy.yaml",
+        yaml.replace(
+            "signals.learned.outdated > 0.8",
+            "response.text.size() > 100000",
+        ),
+    )])
+    .unwrap();
+    policy.set_learned_scorer(Arc::new(Adapter(model.scorer())));
+    let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let input = EvalInput::new(EvalContext::new("acme", now))
+        .user("what is the tax?")
+        .with_openai_response(&serde_json::json!({"choices": [{"index": 0,
+            "message": {"role": "assistant", "content": en}}]}));
+    bench("output evaluation, rule on signals.learned", 20_000, |_| {
+        black_box(policy.evaluate(Phase::Output, black_box(&input)));
+    });
+    bench("output evaluation, same rule on response", 20_000, |_| {
+        black_box(plain.evaluate(Phase::Output, black_box(&input)));
     });
     bench("features only 1 KB Japanese", 20_000, |_| {
         black_box(keel_learn::features::features(black_box(&ja), 18, 8192));
