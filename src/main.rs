@@ -5,6 +5,7 @@
 mod audit;
 mod backfill;
 mod facts;
+mod learn;
 mod policy;
 mod review;
 
@@ -88,6 +89,12 @@ enum Command {
     Export {
         #[command(subcommand)]
         verb: review::ExportVerb,
+    },
+    /// Classifiers that learn from every review: status (prequential precision/recall per
+    /// label), rebuild (retrain from the event history and compare with the online model).
+    Learn {
+        #[command(subcommand)]
+        verb: learn::LearnVerb,
     },
 }
 
@@ -352,6 +359,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Export { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             review::export(verb, clock).await
+        }
+        Command::Learn { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            learn::run(verb).await
         }
     }
 }

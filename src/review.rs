@@ -373,16 +373,23 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
         now_ms: now,
     };
     let result = kpis_inner(store.as_ref(), &a, &q).await;
+    let learned = keel_gateway::learn::status(store.as_ref(), &config.learn).await;
     store.close().await;
     let (rows, comparison) = result?;
+    let learned = learned?;
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"data": rows, "comparison": comparison}))?
+            serde_json::to_string_pretty(
+                &json!({"data": rows, "comparison": comparison, "learned": learned})
+            )?
         );
         return Ok(());
     }
     print!("{}", kpi::table(&rows, &|ms| format_ms(ms)));
+    println!();
+    println!("LEARNED MONITOR (prequential, most recent reviews)");
+    print!("{}", crate::learn::table(&learned));
     if let Some(c) = comparison {
         println!();
         println!("COMPARISON (a − b)\tA\tB\tDIFF\tCI95");
@@ -537,7 +544,7 @@ async fn export_inner(
     filter: &ExportFilter,
     clock: &dyn Clock,
 ) -> Result<(String, usize)> {
-    let runtime = PolicyRuntime::new()?;
+    let runtime = PolicyRuntime::new(Default::default())?;
     runtime.refresh(store).await?;
     let redactor = Redactor {
         runtime,

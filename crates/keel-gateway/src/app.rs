@@ -32,6 +32,8 @@ pub struct AppState {
     pub keys: Arc<crate::auth::KeyCache>,
     /// The active policies.
     pub policies: Arc<crate::policy::PolicyRuntime>,
+    /// The learned monitor: the scorer the request path reads, the model the worker trains.
+    pub learned: Arc<crate::learn::Learned>,
     /// Signs ledger checkpoints.
     pub signer: Arc<keel_audit::LedgerSigner>,
     /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
@@ -54,9 +56,11 @@ impl AppState {
             &config.ledger.origin,
         )
         .map_err(|e| GatewayError::Config(e.to_string()))?;
+        let learned = Arc::new(crate::learn::Learned::default());
         Ok(Self {
             keys: Arc::new(crate::auth::KeyCache::default()),
-            policies: Arc::new(crate::policy::PolicyRuntime::new()?),
+            policies: Arc::new(crate::policy::PolicyRuntime::new(learned.clone())?),
+            learned,
             signer: Arc::new(signer),
             on_demand: Arc::new(tokio::sync::Mutex::new(i64::MIN / 2)),
             config: Arc::new(config),

@@ -79,6 +79,7 @@ pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayErr
         if let Some(m) = sim.monitor.lock().await.as_mut() {
             monitor_step(state, m).await?;
         }
+        crate::learn::learn_step(state).await?;
         if state.store.last_seq().await? == before {
             break;
         }

@@ -47,6 +47,9 @@ pub struct Config {
     /// Simulated time for the stress-test simulator (off in production).
     #[serde(default)]
     pub sim: SimConfig,
+    /// The learned monitor: classifiers trained on completed reviews (`docs/learned.md`).
+    #[serde(default)]
+    pub learn: keel_learn::Config,
 }
 
 /// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
@@ -386,6 +389,9 @@ impl Config {
             .validate()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         self.review.validate()?;
+        self.learn
+            .validate()
+            .map_err(|e| GatewayError::Config(format!("learn: {e}")))?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

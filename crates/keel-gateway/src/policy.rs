@@ -27,18 +27,22 @@ pub struct PolicyRuntime {
     active: RwLock<Arc<Active>>,
     compiled: Mutex<HashMap<String, Arc<Policy>>>,
     facts: Arc<SharedFacts>,
+    learned: Arc<crate::learn::Learned>,
     /// (count, last seq) of the `FactSet` events the index was built from.
     facts_seen: Mutex<(i64, i64)>,
 }
 
 impl PolicyRuntime {
-    /// Starts with the embedded default pack active.
-    pub fn new() -> Result<Self, GatewayError> {
+    /// Starts with the embedded default pack active. Every compiled policy reads
+    /// `signals.learned` from `learned`.
+    pub fn new(learned: Arc<crate::learn::Learned>) -> Result<Self, GatewayError> {
         let mut default = Policy::default_pack()
             .map_err(|e| GatewayError::Config(format!("the embedded default policy pack: {e}")))?;
         let facts = Arc::new(SharedFacts::new());
         default.set_fact_checker(facts.clone());
+        default.set_learned_scorer(learned.clone());
         Ok(Self {
+            learned,
             default: Arc::new(default),
             active: RwLock::new(Arc::new(Active::default())),
             compiled: Mutex::new(HashMap::new()),
@@ -115,6 +119,7 @@ impl PolicyRuntime {
                         })
                         .map(|mut p| {
                             p.set_fact_checker(self.facts.clone());
+                            p.set_learned_scorer(self.learned.clone());
                             p
                         });
                     match compiled {

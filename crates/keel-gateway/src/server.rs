@@ -89,6 +89,10 @@ pub async fn serve(
     state.policies.refresh(state.store.as_ref()).await?;
     state.policies.refresh_facts(state.store.as_ref()).await?;
     keel_audit::issue_checkpoint(state.store.as_ref(), &state.signer, state.clock.as_ref()).await?;
+    // The learned monitor resumes from its saved state (and catches up) before serving.
+    if let Err(e) = crate::learn::learn_step(&state).await {
+        tracing::warn!(error = %e, "learned monitor did not catch up at start-up");
+    }
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
@@ -99,6 +103,10 @@ pub async fn serve(
             tokio::spawn(async {})
         }
         None => tokio::spawn(crate::background::monitor(state.clone())),
+    };
+    let learner = match &state.sim {
+        Some(_) => tokio::spawn(async {}),
+        None => tokio::spawn(crate::learn::worker(state.clone())),
     };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
@@ -130,6 +138,7 @@ pub async fn serve(
         };
         background.abort();
         monitor.abort();
+        learner.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

@@ -21,6 +21,11 @@ pub const INTERACTIONS: &str = "keel_interactions_total";
 /// Histogram: seconds the response waited for the interaction to be committed.
 pub const RECORD_WAIT: &str = "keel_record_wait_seconds";
 
+/// Histogram: seconds spent scoring a reply with the learned monitor (recording path).
+pub const LEARNED_SCORE_SECONDS: &str = "keel_learned_score_seconds";
+/// Counter: reviews the learned monitor trained on.
+pub const LEARNED_REVIEWS: &str = "keel_learned_reviews_total";
+
 /// Gauge: alerts raised and not yet resolved.
 pub const ALERTS_OPEN: &str = "keel_alerts_open";
 

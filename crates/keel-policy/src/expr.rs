@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr};
-use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString, CelTimestamp};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelString, CelTimestamp,
+};
 use cel::common::value::Val;
 use cel::{Context, Env, IdedExpr, Program, Value};
 
@@ -320,6 +322,20 @@ pub(crate) fn map_val<'v>(entries: Vec<(&'v str, BoxVal<'v>)>) -> BoxVal<'v> {
     let map: HashMap<CelMapKey<'v>, BoxVal<'v>> = entries
         .into_iter()
         .map(|(k, v)| (CelMapKey::from(k), v))
+        .collect();
+    Box::new(CelMap::from(map))
+}
+
+/// A map of owned string keys to doubles (`signals.learned`).
+pub(crate) fn double_map<'v>(entries: Vec<(String, f64)>) -> BoxVal<'v> {
+    let map: HashMap<CelMapKey<'v>, BoxVal<'v>> = entries
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                CelMapKey::from(k),
+                Box::new(CelDouble::from(v)) as BoxVal<'v>,
+            )
+        })
         .collect();
     Box::new(CelMap::from(map))
 }

@@ -71,6 +71,7 @@ pub mod error;
 pub mod expr;
 pub mod facts;
 pub mod input;
+pub mod learned;
 pub mod lint;
 mod normalize;
 pub mod policy;

@@ -130,6 +130,8 @@ struct PhasePlan {
     detectors: Vec<bool>,
     request: bool,
     response: bool,
+    /// A condition reads `signals.learned` (or all of `signals`).
+    learned: bool,
 }
 
 /// A compiled, immutable policy. Cheap to share (`Arc<Policy>`); evaluation takes `&self`.
@@ -144,6 +146,7 @@ pub struct Policy {
     holdback: usize,
     pub(crate) tests: Vec<CompiledTest>,
     warnings: Vec<crate::lint::LintIssue>,
+    learned: Option<Arc<dyn crate::learned::LearnedScorer>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -267,6 +270,9 @@ impl Policy {
             {
                 err(&mut issues, line, id, "detector-id", format!("detector id `{}` must be an identifier (letters, digits, `_`) so CEL can read `signals.{}`", d.id, d.id));
             }
+            if d.id == crate::learned::LEARNED_ID {
+                err(&mut issues, line, id, "detector-id", format!("detector id `{}` is reserved for learned signals (`signals.learned.<label>`)", d.id));
+            }
             let source = match d.kind.as_str() {
                 "regex" => {
                     if d.patterns.is_empty() {
@@ -364,6 +370,9 @@ impl Policy {
             }
             detector_fields.insert(d.id.clone(), fields);
         }
+        detector_fields
+            .entry(crate::learned::LEARNED_ID.to_string())
+            .or_insert_with(|| crate::learned::LEARNED_FIELDS.to_vec());
 
         // Rules.
         let env = expr::env();
@@ -409,6 +418,8 @@ impl Policy {
                 if c.uses.signals_dynamic {
                     plan.detectors.iter_mut().for_each(|u| *u = true);
                 }
+                plan.learned |=
+                    c.uses.signals_dynamic || c.uses.signals.contains(crate::learned::LEARNED_ID);
                 for s in &c.uses.signals {
                     if let Some(d) = spec.detectors.iter().position(|x| &x.id == s) {
                         if let Some(u) = plan.detectors.get_mut(d) {
@@ -532,6 +543,7 @@ impl Policy {
             holdback,
             tests,
             warnings: issues,
+            learned: None,
         })
     }
 
@@ -589,7 +601,18 @@ impl Policy {
     /// Whether an output rule reads `response` (then the stream guard re-evaluates on every
     /// delta rather than only when findings change).
     pub(crate) fn output_reads_response(&self) -> bool {
-        self.plans[1].response
+        self.plans[1].response || self.plans[1].learned
+    }
+
+    /// Plugs in the scorer behind `signals.learned.<label>` (none by default: every base
+    /// label reads 0.0).
+    pub fn set_learned_scorer(&mut self, scorer: Arc<dyn crate::learned::LearnedScorer>) {
+        self.learned = Some(scorer);
+    }
+
+    /// Whether a rule of `phase` reads `signals.learned`.
+    pub fn reads_learned(&self, phase: Phase) -> bool {
+        self.plans[phase_idx(phase)].learned
     }
 
     /// Plugs in the facts checker that `kind: facts` detectors consult.
@@ -755,6 +778,19 @@ impl Policy {
                 }
             }
             signals.push((info.id.as_str(), expr::map_val(entries)));
+        }
+        if plan.learned {
+            let scores = match &self.learned {
+                Some(scorer) => match phase_texts {
+                    [one] => scorer.scores(one),
+                    many => scorer.scores(&many.join("\n")),
+                },
+                None => Vec::new(),
+            };
+            signals.push((
+                crate::learned::LEARNED_ID,
+                expr::double_map(crate::learned::entries(scores)),
+            ));
         }
         vars.push(("signals", expr::map_val(signals)));
         let segments_val = |segs: &'v [crate::input::TextSegment], texts: Option<&[&'v str]>| {

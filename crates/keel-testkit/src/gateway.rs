@@ -115,6 +115,12 @@ impl TestGateway {
         }
     }
 
+    /// The running server's state, to drive a worker step synchronously (e.g.
+    /// `keel_gateway::learn::learn_step`). `None` after shutdown.
+    pub fn state(&self) -> Option<&keel_gateway::app::AppState> {
+        self.handle.as_ref().map(|h| &h.state)
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

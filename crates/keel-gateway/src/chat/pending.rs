@@ -34,6 +34,7 @@ pub struct Pending {
     pub upstream_text: Option<Vec<String>>,
     /// The audit sample rate of this interaction's segment.
     sample_rate: f64,
+    learned: Arc<crate::learn::Learned>,
 }
 
 struct Draft {
@@ -61,6 +62,7 @@ impl Pending {
             keel_core::id::new_id("ix", state.clock.as_ref())
         };
         Self {
+            learned: state.learned.clone(),
             sample_rate,
             store: state.store.clone(),
             clock: state.clock.clone(),
@@ -101,6 +103,21 @@ impl Pending {
         let d = self.draft.take()?;
         let finished_ms = self.clock.now_ms();
         let acc = std::mem::take(&mut self.acc);
+        let mut decision = self.decision.take();
+        // The learned scores of what the upstream said (first choice), for the monitors; only
+        // for a complete reply that has text.
+        let answered = outcome == Outcome::Ok && self.upstream.is_some();
+        if let (Some(serde_json::Value::Object(d)), true) = (&mut decision, answered) {
+            let text = self
+                .upstream_text
+                .as_ref()
+                .and_then(|t| t.first())
+                .or_else(|| acc.texts.first())
+                .filter(|t| !t.trim().is_empty());
+            if let Some(scores) = text.and_then(|t| self.learned.scores_json(t)) {
+                d.insert("learned".to_string(), scores);
+            }
+        }
         Some(InteractionRecord {
             id: d.id,
             context: d.context,
@@ -120,7 +137,7 @@ impl Pending {
             error,
             attempts: self.attempts,
             policy_version: self.policy_version.clone(),
-            decision: self.decision.take(),
+            decision,
             upstream_text: self.upstream_text.take(),
         })
     }

@@ -169,6 +169,39 @@ fn feedback(ev: &StoredEvent) -> Vec<Observation> {
     out
 }
 
+/// Learned-monitor scores recorded with an interaction (`decision.learned`, only labels whose
+/// score was available) become Bernoulli streams: 1 when the score is above 0.5. A rising
+/// `learned_outdated_share` means more replies look like ones reviewers called outdated.
+pub const LEARNED_METRICS: [(&str, &str); 3] = [
+    ("outdated", "learned_outdated_share"),
+    ("violation", "learned_violation_share"),
+    ("wrong_answer", "learned_wrong_answer_share"),
+];
+
+fn learned(ev: &StoredEvent) -> Vec<Observation> {
+    let p = &ev.payload;
+    let scores = &p["decision"]["learned"];
+    if !scores.is_object() || p["outcome"].as_str() == Some("client_cancelled") {
+        return Vec::new();
+    }
+    let segment = Segment::of(&ev.tenant, &p["context"], p["policy_version"].as_str());
+    let id = p["id"].as_str().map(str::to_string);
+    LEARNED_METRICS
+        .iter()
+        .filter_map(|(label, metric)| {
+            let s = scores[*label].as_f64()?;
+            Some(Observation {
+                metric,
+                segment: segment.clone(),
+                value: f64::from(u8::from(s > 0.5)),
+                interaction_id: id.clone(),
+            })
+        })
+        .collect()
+}
+
+inventory::submit! { MetricSource { kind: "InteractionRecorded", extract: learned } }
+
 // Feedback events arrive with the review issue; their metrics are ready for them.
 inventory::submit! { MetricSource { kind: "FeedbackReceived", extract: feedback } }
 
@@ -258,6 +291,32 @@ mod tests {
                 ("csat", 2.0),
             ],
         );
+    }
+
+    #[test]
+    fn learned_share_metrics() {
+        let learned = |payload: Value| -> Vec<(&'static str, f64)> {
+            observations(&ev("InteractionRecorded", payload))
+                .into_iter()
+                .filter(|o| o.metric.starts_with("learned_"))
+                .map(|o| (o.metric, o.value))
+                .collect()
+        };
+        assert_eq!(
+            learned(json!({"outcome": "ok", "context": {},
+                "decision": {"action": "allow", "learned": {"outdated": 0.91, "violation": 0.2, "violation.pii": 0.9}}})),
+            [
+                ("learned_outdated_share", 1.0),
+                ("learned_violation_share", 0.0)
+            ]
+        );
+        assert!(
+            learned(json!({"outcome": "ok", "context": {}, "decision": {"action": "allow"}}))
+                .is_empty()
+        );
+        assert!(learned(json!({"outcome": "client_cancelled", "context": {},
+            "decision": {"learned": {"outdated": 0.9}}}))
+        .is_empty());
     }
 
     #[test]

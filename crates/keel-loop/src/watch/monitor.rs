@@ -77,6 +77,24 @@ fn default_rules() -> Vec<MonitorRule> {
         ("csat", "adwin:delta=0.002", Some(0.5), None),
         ("complaint_rate", "adwin:delta=0.002", Some(0.05), None),
         ("rule_category_rate", "adwin:delta=0.002", Some(0.05), None),
+        (
+            "learned_outdated_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
+        (
+            "learned_violation_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
+        (
+            "learned_wrong_answer_share",
+            "adwin:delta=0.002",
+            Some(0.05),
+            None,
+        ),
     ]
     .into_iter()
     .map(|(m, d, abs, rel)| MonitorRule {
@@ -529,6 +547,37 @@ mod tests {
             cat.iter()
                 .all(|a| a.segment.category.as_deref() == Some("S9") && a.segment.topic == "tax"),
             "{cat:?}"
+        );
+    }
+
+    #[test]
+    fn a_rising_share_of_likely_outdated_replies_alerts() {
+        let mut m = Monitor::new(MonitorConfig::default()).unwrap();
+        let mut alerts = Vec::new();
+        for s in 1..=1200i64 {
+            // 5 % of replies look outdated, then 40 % from interaction 700 on.
+            let likely = if s > 700 { s % 5 < 2 } else { s % 20 == 0 };
+            let score = if likely { 0.93 } else { 0.04 };
+            let ev = StoredEvent {
+                seq: s,
+                kind: "InteractionRecorded".into(),
+                actor: "a".into(),
+                tenant: "acme".into(),
+                at_ms: s * 1000,
+                payload: json!({"id": format!("ix_{s}"), "outcome": "ok", "latency_ms": 5, "response_text": ["ok"],
+                                "context": {"locale": "ja-JP"},
+                                "decision": {"action": "allow", "learned": {"outdated": score, "violation": 0.01}}}),
+            };
+            alerts.extend(m.process(&ev).unwrap());
+        }
+        let learned: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.metric.starts_with("learned_"))
+            .collect();
+        assert!(!learned.is_empty(), "{alerts:?}");
+        assert!(
+            learned.iter().all(|a| a.metric == "learned_outdated_share"),
+            "{learned:?}"
         );
     }
 
