@@ -16,4 +16,5 @@ mod policy;
 mod review;
 mod sdk;
 mod support;
+mod update;
 mod watch;

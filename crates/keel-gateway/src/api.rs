@@ -8,4 +8,6 @@ pub mod kpis;
 pub mod ledger;
 pub mod openapi;
 pub mod policies;
+pub mod proposals;
 pub mod reviews;
+pub mod rollouts;

@@ -44,6 +44,9 @@ pub struct Config {
     /// The review queue: audit sampling, leases, reviewers per item.
     #[serde(default)]
     pub review: ReviewConfig,
+    /// The update pipeline: proposals (two-person rule) and canary guards.
+    #[serde(default)]
+    pub update: keel_loop::update::rollout::UpdateConfig,
 }
 
 /// `[review]`
@@ -370,6 +373,7 @@ impl Config {
             .validate()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         self.review.validate()?;
+        self.update.validate().map_err(GatewayError::Config)?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

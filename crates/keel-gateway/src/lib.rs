@@ -18,6 +18,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod telemetry;
+pub mod update;
 pub mod upstream;
 
 pub use app::{build_router, AppState};

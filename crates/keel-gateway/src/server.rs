@@ -82,6 +82,7 @@ pub async fn serve(
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
     let monitor = tokio::spawn(crate::background::monitor(state.clone()));
+    let rollouts = tokio::spawn(crate::background::rollouts(state.clone()));
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -112,6 +113,7 @@ pub async fn serve(
         };
         background.abort();
         monitor.abort();
+        rollouts.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served
