@@ -246,7 +246,7 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
     assert_eq!(s, 409, "{v}");
     // Published, not active.
     let (_, pol) = e.get("/api/policies", &e.ada).await;
-    assert_ne!(pol["serving_your_tenant"], candidate.as_str());
+    assert_eq!(pol["active"], json!([]), "{pol}");
     // 6. A 50 % canary for acme; clean traffic; the worker promotes it.
     let ro = e.rollout(&candidate, 50.0).await;
     let mut rewritten = 0;
@@ -261,7 +261,9 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
     assert_eq!(r["state"], "promoted", "{r}");
     assert_eq!(r["proposal"], pid.as_str());
     let (_, pol) = e.get("/api/policies", &e.ada).await;
-    assert_eq!(pol["serving_your_tenant"], candidate.as_str(), "{pol}");
+    assert_eq!(pol["active"][0]["version"], candidate.as_str(), "{pol}");
+    assert_eq!(pol["active"][0]["scope"], "acme");
+    assert_eq!(pol["active"][0]["actor"], "system");
     let (_, text) = e.chat("c-after").await;
     assert_eq!(text, "Our ACME plan costs 10 dollars.");
     // 7. History: who, why, when, outcome, linked proposal and review.

@@ -48,8 +48,7 @@ inventory::submit! {
                      json_extract(payload, '$.version'), json_extract(payload, '$.baseline'),
                      json_extract(payload, '$.percent'), json_extract(payload, '$.state'),
                      json_extract(payload, '$.proposal'), json_extract(payload, '$.started_ms'),
-                     at_ms, actor,
-                     CASE WHEN json_extract(payload, '$.state') IN ('canary', 'active') THEN 1 ELSE 0 END
+                     at_ms, actor, 1
               FROM ev WHERE true
               ON CONFLICT(id) DO UPDATE SET
                 guard = CASE WHEN rollouts.state = 'canary'
