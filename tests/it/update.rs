@@ -602,3 +602,71 @@ async fn backtest_counts_known_data_and_skips_erased_payloads() {
     assert_eq!(bt["by_segment"][0]["segment"], "acme/en/-");
     e.mock.shutdown().await;
 }
+
+#[test]
+fn the_cli_walks_a_proposal_to_a_promoted_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("keel.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n", dir.path().display())).unwrap();
+    let run = |args: &[&str]| {
+        let out = keel_bin()
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p: Value = serde_json::from_str(&run(&[
+        "policy",
+        "propose",
+        "--suggestion",
+        r#"{"kind": "rewrite", "from": "Acme Corp", "to": "ACME"}"#,
+        "--reason",
+        "brand",
+    ]))
+    .unwrap();
+    let pid = p["id"].as_str().unwrap();
+    assert_eq!(p["status"], "pending");
+    let a: Value =
+        serde_json::from_str(&run(&["policy", "approve", pid, "--reason", "ok"])).unwrap();
+    let v = a["version"].as_str().unwrap();
+    let bt: Value = serde_json::from_str(&run(&[
+        "policy",
+        "backtest",
+        "--candidate",
+        pid,
+        "--since",
+        "7d",
+    ]))
+    .unwrap();
+    assert_eq!(bt["interactions"], 0);
+    let ro = run(&[
+        "policy",
+        "rollout",
+        "--version",
+        v,
+        "--percent",
+        "20",
+        "--tenant",
+        "acme",
+    ]);
+    let ro = ro.trim();
+    assert!(ro.starts_with("ro_"), "{ro}");
+    let list: Value = serde_json::from_str(&run(&["policy", "rollouts"])).unwrap();
+    assert_eq!(list[0]["state"], "canary");
+    assert_eq!(list[0]["proposal"], pid);
+    assert_eq!(
+        run(&["policy", "promote", ro, "--reason", "looks good"]).trim(),
+        format!("{ro} promoted")
+    );
+    let history = run(&["policy", "history"]);
+    assert_eq!(history.lines().count(), 7, "{history}");
+    assert!(history.contains("\tpromoted\t"), "{history}");
+    assert!(run(&["policy", "list"]).contains("acme"));
+}

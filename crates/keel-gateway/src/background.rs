@@ -58,6 +58,8 @@ pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
         &state.config.update,
     )
     .await?;
+    // An automatic step takes effect on this replica at once (others within a refresh tick).
+    state.policies.refresh(state.store.as_ref()).await?;
     Ok(t.cursor)
 }
 

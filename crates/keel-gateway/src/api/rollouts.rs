@@ -69,6 +69,19 @@ inventory::submit! {
     RouteModule { name: "rollouts", router, openapi_paths }
 }
 
+/// Runs the rollout worker up to the last committed event (read after write for guard
+/// readings and automatic steps) and applies any step it took to this replica's policies.
+async fn catch_up(state: &AppState) -> Result<keel_loop::update::rollout::Tracker, GatewayError> {
+    let tracker = update::rollouts_catch_up(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &state.config.update,
+    )
+    .await?;
+    state.policies.refresh(state.store.as_ref()).await?;
+    Ok(tracker)
+}
+
 fn sees(caller: &Caller, tenant: Option<&str>) -> bool {
     match tenant {
         Some(t) => caller.sees(t),
@@ -145,12 +158,7 @@ async fn list(
             ));
         }
     }
-    let tracker = update::rollouts_catch_up(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &state.config.update,
-    )
-    .await?;
+    let tracker = catch_up(&state).await?;
     let now = state.clock.now_ms();
     let mut data: Vec<Value> = state
         .store
@@ -190,12 +198,7 @@ async fn one(
 ) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
     visible(&state, &caller, &id).await?;
-    let tracker = update::rollouts_catch_up(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &state.config.update,
-    )
-    .await?;
+    let tracker = catch_up(&state).await?;
     let r = update::rollout_by_id(state.store.as_ref(), &id).await?;
     Ok(Json(update::rollout_json(
         &r,
