@@ -670,3 +670,84 @@ fn the_cli_walks_a_proposal_to_a_promoted_version() {
     assert!(history.contains("\tpromoted\t"), "{history}");
     assert!(run(&["policy", "list"]).contains("acme"));
 }
+
+#[tokio::test]
+async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
+    let e = env("", "The consumption tax is 8%.").await;
+    let (s, v) = e
+        .post(
+            "/api/facts",
+            &e.ada,
+            json!({"fact": {"key": "jp.consumption_tax", "kind": "percent", "value": 8,
+                            "effective_from": "2014-04-01", "scope": {"jurisdictions": ["JP"]},
+                            "subjects": {"en": ["consumption tax"]}}, "reason": "law"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, p) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "jp.consumption_tax", "value": 10,
+                                  "effective_from": "2019-10-01", "scope": {"jurisdictions": ["JP"]}},
+                   "reason": "the rate changed"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(p["kind"], "fact");
+    assert_eq!(p["fact"]["value"], 10);
+    assert!(p["diff"].as_str().unwrap().contains("+value: 10"), "{p}");
+    assert_eq!(
+        p["tenant"], "acme",
+        "a tenant reviewer's proposal is confined to its tenant"
+    );
+    let id = p["id"].as_str().unwrap();
+    let (s, a) = e
+        .post(
+            &format!("/api/proposals/{id}/approve"),
+            &e.ada,
+            json!({"reason": "checked the gazette"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let (s, h) = e.get("/api/facts/jp.consumption_tax/history", &e.ada).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["data"].as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(h["data"][1]["fact"]["value"], 10);
+    let (_, hist) = e.get("/api/policies/history", &e.ada).await;
+    let set = hist["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "FactSet")
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(set["proposal"], id);
+    assert_eq!(set["fact"]["value"], 10);
+    // Unknown keys and alerts are refused.
+    let (s, r) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "nope", "value": 1,
+                                  "effective_from": "2019-10-01"}, "reason": "r"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{r}");
+    let (s, _) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"from_alert": "al_nope", "suggestion": {"kind": "escalate", "from": "x"}}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    // Another tenant's reviewer does not see acme's proposal.
+    let other = e.gw.key("beta", "reviewer", Some("bea")).await;
+    let (s, _) = e.get(&format!("/api/proposals/{id}"), &other).await;
+    assert_eq!(s, 404);
+    let (_, l) = e.get("/api/proposals", &other).await;
+    assert_eq!(l["data"], json!([]));
+    e.mock.shutdown().await;
+}
