@@ -26,6 +26,8 @@ pub struct RuleChange {
     pub now_fires: u64,
     /// Interactions where it fired before but does not under the candidate.
     pub stops_firing: u64,
+    /// Of those, interactions whose overall action flipped.
+    pub flipped: u64,
 }
 
 /// Per-segment counts (tenant / locale / jurisdiction).
@@ -201,6 +203,11 @@ pub fn run(
         rep.caught_wrong_answers += u64::from(caught && k.wrong_answer);
         rep.caught_violations += u64::from(caught && k.violation);
         if before != after {
+            for r in after_rules.symmetric_difference(&before_rules) {
+                if let Some(c) = rules.get_mut(r) {
+                    c.flipped += 1;
+                }
+            }
             rep.flipped += 1;
             seg.flipped += 1;
             *rep.transitions
@@ -286,6 +293,7 @@ mod tests {
         assert_eq!(r.by_rule.len(), 1);
         assert_eq!(r.by_rule[0].rule, "proposal-x");
         assert_eq!(r.by_rule[0].now_fires, 2);
+        assert_eq!(r.by_rule[0].flipped, 2);
         assert_eq!(r.by_segment[0].segment, "acme/en/-");
         assert_eq!(r.samples.len(), 1);
     }
