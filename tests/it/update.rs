@@ -719,8 +719,7 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["kind"] == "FactSet")
-        .last()
+        .rfind(|r| r["kind"] == "FactSet")
         .unwrap()
         .clone();
     assert_eq!(set["proposal"], id);
