@@ -312,10 +312,22 @@ pub async fn rollouts_catch_up(
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
             let stored = store.append_with_state(drafts, ROLLOUTS_KEY, json).await?;
             for e in stored.iter().filter(|e| e.kind == ROLLOUT_CHANGED) {
+                let state = if e.payload["state"] == "promoted" {
+                    "promoted"
+                } else {
+                    "rolled_back"
+                };
+                metrics::counter!(crate::telemetry::ROLLOUT_STEPS, "state" => state).increment(1);
                 tracing::warn!(rollout = %e.payload["id"], state = %e.payload["state"], reason = %e.payload["reason"], "rollout changed automatically");
             }
         }
         if !had_events {
+            let live = tracker
+                .rollouts
+                .values()
+                .filter(|t| t.rollout.is_canary())
+                .count();
+            metrics::gauge!(crate::telemetry::CANARIES_LIVE).set(live as f64);
             return Ok(tracker);
         }
     }
