@@ -168,8 +168,7 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
             &format!("/api/reviews/{item}/label"),
             &e.reviewer,
             json!({"verdict": "wrong_answer", "notes": "the brand is ACME",
-                   "suggestion": {"kind": "rewrite", "from": "Acme Corp", "to": "ACME",
-                                  "scope": {"locales": ["en"]}}}),
+                   "suggestion": {"kind": "rewrite", "from": "Acme Corp", "to": "ACME"}}),
         )
         .await;
     assert_eq!(s, 201, "{v}");
@@ -182,6 +181,11 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
     assert_eq!(p["kind"], "policy");
     assert_eq!(p["author_name"], "rita");
     assert_eq!(p["source"]["review"], item.as_str());
+    assert_eq!(
+        p["suggestion"]["scope"],
+        json!({"tenants": ["acme"], "locales": ["en"]}),
+        "an unscoped suggestion is scoped to the reviewed segment"
+    );
     assert!(p["base_version"].is_null(), "base: the default pack");
     assert!(
         p["diff"].as_str().unwrap().contains("+  - id: proposal-"),

@@ -472,8 +472,24 @@ pub async fn create_proposal(
                     "review item `{item_id}` has no label with a suggestion"
                 )));
             };
-            let s: Suggestion = serde_json::from_value(label.payload["suggestion"].clone())
+            let mut s: Suggestion = serde_json::from_value(label.payload["suggestion"].clone())
                 .map_err(|e| unprocessable(format!("the review's suggestion: {e}")))?;
+            // A suggestion without a scope applies to the reviewed interaction's segment.
+            if s.scope.is_none() {
+                let ctx = &item.context;
+                let one = |k: &str| {
+                    ctx[k]
+                        .as_str()
+                        .map(|v| vec![v.to_string()])
+                        .unwrap_or_default()
+                };
+                s.scope = Some(keel_loop::review::SuggestionScope {
+                    tenants: vec![item.tenant.clone()],
+                    locales: one("locale"),
+                    jurisdictions: one("jurisdiction"),
+                    topic: None,
+                });
+            }
             let why = format!(
                 "review {item_id}: verdict {}{}",
                 label.payload["verdict"].as_str().unwrap_or("?"),
