@@ -969,6 +969,58 @@ mod tests {
     }
 
     #[test]
+    fn unhappy_canary_users_roll_it_back_and_escalations_count() {
+        let c = started(50.0);
+        let mut t = tracker_with(&c);
+        let mut seq = 10;
+        for i in 0..200 {
+            let arm = if i % 2 == 0 { CANARY } else { BASELINE };
+            seq += 1;
+            t.observe(&interaction(seq, arm, "allow"), None);
+            let ix = seq;
+            seq += 1;
+            let csat = if arm == CANARY { 1 } else { 5 };
+            let fb = StoredEvent {
+                seq,
+                kind: "FeedbackReceived".into(),
+                actor: "app".into(),
+                tenant: "acme".into(),
+                at_ms: seq,
+                payload: json!({"interaction_id": format!("ix_{ix}"), "csat": csat}),
+            };
+            t.observe(&fb, Some(("ro_1".into(), arm.into())));
+        }
+        seq += 1;
+        t.observe(&interaction(seq, BASELINE, "escalate"), None);
+        assert_eq!(t.rollouts["ro_1"].baseline.escalations, 1);
+        assert_eq!(t.rollouts["ro_1"].canary.csat_ratings, 100);
+        let steps = t.decide(&cfg(), 1_000);
+        assert_eq!(steps.len(), 1);
+        assert!(!steps[0].promote);
+        assert!(
+            steps[0].evaluation.reason.starts_with("csat"),
+            "{:?}",
+            steps[0].evaluation
+        );
+        // Disabled guards never decide.
+        let mut quiet = cfg();
+        quiet.guards.csat.enabled = false;
+        let mut t2 = tracker_with(&c);
+        for i in 0..100 {
+            let fb = StoredEvent {
+                seq: 10 + i,
+                kind: "FeedbackReceived".into(),
+                actor: "app".into(),
+                tenant: "acme".into(),
+                at_ms: 0,
+                payload: json!({"interaction_id": format!("ix_{i}"), "csat": 1}),
+            };
+            t2.observe(&fb, Some(("ro_1".into(), CANARY.into())));
+        }
+        assert!(t2.decide(&quiet, 1_000).is_empty());
+    }
+
+    #[test]
     fn waits_for_the_minimum_sample_and_duration() {
         let c = started(50.0);
         let mut t = tracker_with(&c);
