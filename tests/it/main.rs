@@ -18,4 +18,5 @@ mod review;
 mod sdk;
 mod sim_mode;
 mod support;
+mod update;
 mod watch;

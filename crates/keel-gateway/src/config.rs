@@ -50,6 +50,9 @@ pub struct Config {
     /// The learned monitor: classifiers trained on completed reviews (`docs/learned.md`).
     #[serde(default)]
     pub learn: keel_learn::Config,
+    /// The update pipeline: proposals (two-person rule) and canary guards.
+    #[serde(default)]
+    pub update: keel_loop::update::rollout::UpdateConfig,
 }
 
 /// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
@@ -392,6 +395,7 @@ impl Config {
         self.learn
             .validate()
             .map_err(|e| GatewayError::Config(format!("learn: {e}")))?;
+        self.update.validate().map_err(GatewayError::Config)?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

@@ -108,6 +108,10 @@ pub async fn serve(
         Some(_) => tokio::spawn(async {}),
         None => tokio::spawn(crate::learn::worker(state.clone())),
     };
+    let rollouts = match &state.sim {
+        Some(_) => tokio::spawn(async {}),
+        None => tokio::spawn(crate::background::rollouts(state.clone())),
+    };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -139,6 +143,7 @@ pub async fn serve(
         background.abort();
         monitor.abort();
         learner.abort();
+        rollouts.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

@@ -28,6 +28,10 @@ pub const LEARNED_REVIEWS: &str = "keel_learned_reviews_total";
 
 /// Gauge: alerts raised and not yet resolved.
 pub const ALERTS_OPEN: &str = "keel_alerts_open";
+/// Automatic rollout steps, labelled `state` (`promoted` | `rolled_back`).
+pub const ROLLOUT_STEPS: &str = "keel_rollout_auto_steps_total";
+/// Live canaries.
+pub const CANARIES_LIVE: &str = "keel_rollout_canaries_live";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
