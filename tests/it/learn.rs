@@ -374,3 +374,54 @@ async fn bad_learn_config_is_a_config_error() {
         assert!(e.contains(key), "{toml}: {e}");
     }
 }
+
+#[tokio::test]
+async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
+    let p = start().await;
+    let state = p.gw.state().unwrap().clone();
+    train(&p, EN_OUTDATED, EN_OK, 6).await;
+    learn_step(&state).await.unwrap();
+    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert!(r.identical, "{r:?}");
+    assert_eq!(r.examples, 12);
+
+    // Erase the first reviewed interaction's payload (a privacy request).
+    let first =
+        p.gw.store
+            .events_in_range(&["InteractionRecorded"], None, 0, i64::MAX)
+            .await
+            .unwrap()[0]
+            .seq;
+    let n = keel_audit::erase_events(
+        p.gw.store.as_ref(),
+        &keel_audit::EraseTarget::Index((first - 1) as u64),
+        "privacy request",
+        "test",
+        p.gw.clock.as_ref(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    // The online model keeps what it learned; a rebuild cannot see the erased reply.
+    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert!(!r.identical, "{r:?}");
+    assert_eq!(r.examples, 11, "the erased example is skipped, not guessed");
+    // A running server keeps its own model (12 + 1 examples) and saves it over the rebuilt one
+    // on its next learned review (docs/learned.md).
+    reviewed(
+        &p,
+        "Shipping remains free under last year's policy.",
+        json!("outdated"),
+    )
+    .await;
+    learn_step(&state).await.unwrap();
+    assert_eq!(state.learned.status()["examples"], 13);
+    let saved = keel_gateway::learn::status(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert_eq!(saved["examples"], 13);
+}
