@@ -153,9 +153,19 @@ async fn reviews_train_the_model_and_a_rule_escalates_on_the_signal() {
 
     train(&p, EN_OUTDATED, EN_OK, 12).await;
     train(&p, JA_OUTDATED, JA_OK, 9).await;
-    let cursor = learn_step(&state).await.unwrap();
-    assert_eq!(cursor, p.gw.store.last_seq().await.unwrap());
-    let status = state.learned.status();
+    // A driver makes learning synchronous over HTTP (admin only).
+    let (s, v) = post(&p.url("/api/learn/step"), &p.reviewer, json!({})).await;
+    assert_eq!(s, 403, "{v}");
+    assert_error_shape(&v);
+    let admin = p.gw.key("acme", "admin", Some("root")).await;
+    let last = p.gw.store.last_seq().await.unwrap();
+    let (s, v) = post(&p.url("/api/learn/step"), &admin, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cursor"], last);
+    assert_eq!(learn_step(&state).await.unwrap(), last);
+    let (s, status) = p.api("/api/learn").await;
+    assert_eq!(s, 200);
+    assert_eq!(status, state.learned.status());
     assert_eq!(status["examples"], 42);
     let outdated = label(&status, "outdated");
     assert_eq!(
