@@ -391,6 +391,25 @@ async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
     let state = p.gw.state().unwrap().clone();
     train(&p, EN_OUTDATED, EN_OK, 6).await;
     learn_step(&state).await.unwrap();
+    // The worker reads reviews through the kind index, in sequence order, paged.
+    let store = p.gw.store.as_ref();
+    let reviews = store
+        .events_of_kinds_after(&["ReviewCompleted"], 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(reviews.len(), 5);
+    assert!(reviews.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(reviews.iter().all(|e| e.kind == "ReviewCompleted"));
+    let rest = store
+        .events_of_kinds_after(&["ReviewCompleted"], reviews[4].seq, 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 7);
+    assert!(store
+        .events_of_kinds_after(&[], 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
     let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
         .await
         .unwrap();
