@@ -47,9 +47,9 @@ pub(crate) fn table(status: &Value) -> String {
         out.push_str(&format!(
             "{:<28} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             l["label"].as_str().unwrap_or("?"),
-            l["positives"],
-            l["negatives"],
-            l["evaluated"],
+            l["positives"].to_string(),
+            l["negatives"].to_string(),
+            l["evaluated"].to_string(),
             pct(&l["precision"]),
             pct(&l["recall"]),
             if l["available"].as_bool() == Some(true) {
@@ -70,6 +70,9 @@ pub(crate) async fn run(verb: LearnVerb) -> Result<()> {
             let result = keel_gateway::learn::status(store.as_ref(), &config.learn).await;
             store.close().await;
             let status = result?;
+            if status["examples"] == 0 {
+                eprintln!("no reviews learned yet: `keel serve` learns from completed reviews (`keel learn rebuild` retrains from the history)");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -154,9 +154,19 @@ async fn reviews_train_the_model_and_a_rule_escalates_on_the_signal() {
 
     train(&p, EN_OUTDATED, EN_OK, 12).await;
     train(&p, JA_OUTDATED, JA_OK, 9).await;
-    let cursor = learn_step(&state).await.unwrap();
-    assert_eq!(cursor, p.gw.store.last_seq().await.unwrap());
-    let status = state.learned.status();
+    // A driver makes learning synchronous over HTTP (admin only).
+    let (s, v) = post(&p.url("/api/learn/step"), &p.reviewer, json!({})).await;
+    assert_eq!(s, 403, "{v}");
+    assert_error_shape(&v);
+    let admin = p.gw.key("acme", "admin", Some("root")).await;
+    let last = p.gw.store.last_seq().await.unwrap();
+    let (s, v) = post(&p.url("/api/learn/step"), &admin, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cursor"], last);
+    assert_eq!(learn_step(&state).await.unwrap(), last);
+    let (s, status) = p.api("/api/learn").await;
+    assert_eq!(s, 200);
+    assert_eq!(status, state.learned.status());
     assert_eq!(status["examples"], 42);
     let outdated = label(&status, "outdated");
     assert_eq!(
@@ -374,4 +384,74 @@ async fn bad_learn_config_is_a_config_error() {
             .to_string();
         assert!(e.contains(key), "{toml}: {e}");
     }
+}
+
+#[tokio::test]
+async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
+    let p = start().await;
+    let state = p.gw.state().unwrap().clone();
+    train(&p, EN_OUTDATED, EN_OK, 6).await;
+    learn_step(&state).await.unwrap();
+    // The worker reads reviews through the kind index, in sequence order, paged.
+    let store = p.gw.store.as_ref();
+    let reviews = store
+        .events_of_kinds_after(&["ReviewCompleted"], 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(reviews.len(), 5);
+    assert!(reviews.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(reviews.iter().all(|e| e.kind == "ReviewCompleted"));
+    let rest = store
+        .events_of_kinds_after(&["ReviewCompleted"], reviews[4].seq, 100)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 7);
+    assert!(store
+        .events_of_kinds_after(&[], 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert!(r.identical, "{r:?}");
+    assert_eq!(r.examples, 12);
+
+    // Erase the first reviewed interaction's payload (a privacy request).
+    let first =
+        p.gw.store
+            .events_in_range(&["InteractionRecorded"], None, 0, i64::MAX)
+            .await
+            .unwrap()[0]
+            .seq;
+    let n = keel_audit::erase_events(
+        p.gw.store.as_ref(),
+        &keel_audit::EraseTarget::Index((first - 1) as u64),
+        "privacy request",
+        "test",
+        p.gw.clock.as_ref(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    // The online model keeps what it learned; a rebuild cannot see the erased reply.
+    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert!(!r.identical, "{r:?}");
+    assert_eq!(r.examples, 11, "the erased example is skipped, not guessed");
+    // A running server keeps its own model (12 + 1 examples) and saves it over the rebuilt one
+    // on its next learned review (docs/learned.md).
+    reviewed(
+        &p,
+        "Shipping remains free under last year's policy.",
+        json!("outdated"),
+    )
+    .await;
+    learn_step(&state).await.unwrap();
+    assert_eq!(state.learned.status()["examples"], 13);
+    let saved = keel_gateway::learn::status(p.gw.store.as_ref(), &p.gw.config.learn)
+        .await
+        .unwrap();
+    assert_eq!(saved["examples"], 13);
 }

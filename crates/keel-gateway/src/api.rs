@@ -5,6 +5,7 @@ pub mod facts;
 pub mod feedback;
 pub mod interactions;
 pub mod kpis;
+pub mod learn;
 pub mod ledger;
 pub mod openapi;
 pub mod policies;

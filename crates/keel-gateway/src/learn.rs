@@ -121,33 +121,38 @@ pub struct TrainReport {
     pub skipped: u64,
 }
 
-/// Feeds `model` every event after its cursor up to `upto` (inclusive; `None` = the end),
-/// learning from each `ReviewCompleted`. The online worker and `keel learn rebuild` both use
-/// this, so the same history gives the same model.
+/// Feeds `model` every `ReviewCompleted` after its cursor up to `upto` (inclusive; `None` = the
+/// end of the log), then moves the cursor to `upto` (or the last review). The online worker and
+/// `keel learn rebuild` both use this, so the same history gives the same model, cursor
+/// included.
 pub async fn train(
     store: &dyn Store,
     model: &mut Model,
     upto: Option<i64>,
 ) -> Result<TrainReport, GatewayError> {
     let mut report = TrainReport::default();
-    loop {
-        let page = store.events_after(model.cursor, 1_000).await?;
+    'pages: loop {
+        let page = store
+            .events_of_kinds_after(&[REVIEW_COMPLETED], model.cursor, 1_000)
+            .await?;
         if page.is_empty() {
-            return Ok(report);
+            break;
         }
         for ev in &page {
             if upto.is_some_and(|u| ev.seq > u) {
-                return Ok(report);
+                break 'pages;
             }
-            if ev.kind == REVIEW_COMPLETED {
-                match learn_one(store, model, ev).await? {
-                    true => report.learned += 1,
-                    false => report.skipped += 1,
-                }
+            match learn_one(store, model, ev).await? {
+                true => report.learned += 1,
+                false => report.skipped += 1,
             }
             model.cursor = ev.seq;
         }
     }
+    if let Some(u) = upto {
+        model.cursor = model.cursor.max(u);
+    }
+    Ok(report)
 }
 
 async fn learn_one(
@@ -206,7 +211,9 @@ pub async fn learn_step(state: &AppState) -> Result<i64, GatewayError> {
             guard.insert(m)
         }
     };
-    let report = train(state.store.as_ref(), model, None).await?;
+    // Everything committed before this call (a barrier for drivers).
+    let upto = state.store.last_seq().await?;
+    let report = train(state.store.as_ref(), model, Some(upto)).await?;
     if report.learned > 0 {
         state
             .store
@@ -294,7 +301,8 @@ pub async fn rebuild(store: &dyn Store, config: &Config) -> Result<Rebuild, Gate
     };
     let rebuilt_digest = model.digest();
     let identical = online_digest.as_deref() == Some(rebuilt_digest.as_str());
-    train(store, &mut model, None).await?;
+    let end = store.last_seq().await?;
+    train(store, &mut model, Some(end)).await?;
     store
         .append_with_state(Vec::new(), STATE_KEY, model.to_json())
         .await?;

@@ -62,6 +62,9 @@
 //!   [`Fact`]s; [`SharedFacts`] lets a running server swap the index under compiled policies.
 //!   `signals.<facts id>` has `stale`, `current`, `unknown` counts; the `correct` action
 //!   replaces each stale value with the value in force; [`Decision::facts`] lists the checks.
+//! - Learned signals: `signals.learned.<label>` reads a [`learned::LearnedScorer`] set with
+//!   [`Policy::set_learned_scorer`] (the gateway plugs in the `keel-learn` model); base labels
+//!   read 0.0 without a scorer or while a label is unavailable.
 
 pub mod bundle;
 pub mod decision;

@@ -179,6 +179,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Events with `seq > after`, in order, at most `limit`.
     async fn events_after(&self, after: i64, limit: u32) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Events of `kinds` with `seq > after`, in order, at most `limit` (uses the kind index:
+    /// a worker that needs one kind does not read every payload).
+    async fn events_of_kinds_after(
+        &self,
+        kinds: &[&str],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
     /// The key whose token hashes to `hash`, revoked or not.
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 

@@ -141,7 +141,7 @@ impl Pending {
             attempts: self.attempts,
             policy_version: self.policy_version.clone(),
             rollout: self.rollout.take(),
-            decision: self.decision.take(),
+            decision,
             upstream_text: self.upstream_text.take(),
         })
     }

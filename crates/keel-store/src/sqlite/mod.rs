@@ -369,6 +369,27 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn events_of_kinds_after(
+        &self,
+        kinds: &[&str],
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let kinds_json =
+            serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, actor, tenant, at_ms, payload FROM events
+             WHERE kind IN (SELECT value FROM json_each(?1)) AND seq > ?2
+             ORDER BY seq LIMIT ?3",
+        )
+        .bind(kinds_json)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn review_items(&self, q: &ReviewQuery) -> Result<Vec<ReviewItemRow>, StoreError> {
         let sql = format!(
             "{SELECT_ITEMS}
