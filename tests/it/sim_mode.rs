@@ -241,3 +241,44 @@ async fn ids_do_not_depend_on_arrival_order_in_sim_mode() {
     assert_eq!(unique.len(), 40, "identical requests get distinct ids");
     assert_eq!(forward, backward);
 }
+
+#[tokio::test]
+async fn the_barrier_waits_for_asynchronously_written_interactions() {
+    let p = Pair::start_with(Script::new(), |o| {
+        sim_toml(o);
+        o.durability = "async";
+    })
+    .await;
+    let admin = p.gw.key("acme", "admin", Some("ada")).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let url = p.url("/v1/chat/completions");
+        let key = p.app.clone();
+        set.spawn(async move {
+            let body = json!({"model": "m", "messages": user(&format!("q{i}"))});
+            client()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    for status in set.join_all().await {
+        assert_eq!(status, 200);
+    }
+    let (status, v) = get_json(&p.url("/api/sim/barrier"), &admin).await;
+    assert_eq!(status, 200, "{v}");
+    let seq = v["seq"].as_i64().unwrap();
+    let events = p.gw.store.events_after(0, 10_000).await.unwrap();
+    let interactions = events
+        .iter()
+        .filter(|e| e.seq <= seq && e.kind == "InteractionRecorded")
+        .count();
+    assert_eq!(
+        interactions, 60,
+        "every acknowledged interaction is behind the barrier"
+    );
+}

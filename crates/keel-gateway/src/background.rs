@@ -61,6 +61,12 @@ pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayErr
         return Err(GatewayError::NotFound("Sim mode is off.".into()));
     };
     let _one_at_a_time = sim.barrier.lock().await;
+    // Flush: in `async` durability, replies go out before their events commit. The writer
+    // handles jobs in order, so once this write is acknowledged every earlier one is committed.
+    state
+        .store
+        .append_with_state(Vec::new(), "sim_barrier", state.clock.now_ms().to_string())
+        .await?;
     let last = state.store.last_seq().await?;
     if let Some(n) = seq {
         if n > last {
