@@ -15,5 +15,6 @@ mod ledger;
 mod policy;
 mod review;
 mod sdk;
+mod sim_mode;
 mod support;
 mod watch;

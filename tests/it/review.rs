@@ -284,6 +284,26 @@ async fn the_review_queue_has_roles_tenants_priority_and_expiring_leases() {
     assert_eq!(data[1]["source"], "user_report");
     let id = data[0]["id"].as_str().unwrap().to_string();
 
+    // Paging keeps queue order: one item per page, then the end.
+    let (s, page1) = p.api("/api/reviews?status=open&limit=1").await;
+    assert_eq!(s, 200, "{page1}");
+    assert_eq!(page1["data"][0]["id"], id.as_str());
+    let cursor = page1["next_cursor"].as_str().unwrap().to_string();
+    let (_, page2) = p
+        .api(&format!("/api/reviews?status=open&limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(page2["data"][0]["source"], "user_report", "{page2}");
+    let cursor = page2["next_cursor"].as_str().unwrap().to_string();
+    let (_, page3) = p
+        .api(&format!("/api/reviews?status=open&limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(page3["data"].as_array().unwrap().len(), 0, "{page3}");
+    assert!(page3["next_cursor"].is_null(), "{page3}");
+    let (s, v) = p.api("/api/reviews?cursor=rv_nope").await;
+    assert_eq!(s, 400, "an unknown cursor: {v}");
+    let (s, v) = get_json(&p.url(&format!("/api/reviews?cursor={id}")), &eve).await;
+    assert_eq!(s, 400, "another tenant's item is no cursor: {v}");
+
     // Roles and tenants.
     let (s, v) = get_json(&p.url("/api/reviews"), &p.app).await;
     assert_eq!(s, 403, "an app key cannot read reviews: {v}");

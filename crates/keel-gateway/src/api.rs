@@ -9,3 +9,4 @@ pub mod ledger;
 pub mod openapi;
 pub mod policies;
 pub mod reviews;
+pub mod sim;

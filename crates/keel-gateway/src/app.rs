@@ -36,6 +36,8 @@ pub struct AppState {
     pub signer: Arc<keel_audit::LedgerSigner>,
     /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
     pub on_demand: Arc<tokio::sync::Mutex<i64>>,
+    /// Simulated time, when `[sim] manual_clock = true`.
+    pub sim: Option<Arc<crate::sim::SimControl>>,
 }
 
 impl AppState {
@@ -63,7 +65,17 @@ impl AppState {
             upstreams: Arc::new(upstreams),
             ready: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
+            sim: None,
         })
+    }
+
+    /// A new id: random, or in sim mode derived from `material` (what the id names) so that a
+    /// seeded run reproduces it whatever order concurrent requests arrive in.
+    pub fn new_id(&self, prefix: &str, material: &[u8]) -> String {
+        match &self.sim {
+            Some(sim) => sim.id(prefix, material),
+            None => keel_core::id::new_id(prefix, self.clock.as_ref()),
+        }
     }
 
     /// The configured durability.

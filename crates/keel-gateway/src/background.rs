@@ -14,27 +14,8 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// The monitor worker: tails the event log from its saved cursor, feeds the detectors, and
 /// appends alerts together with its new state (one transaction: no double alerts on restart).
 pub async fn monitor(state: AppState) {
-    let config = state.config.monitors.clone();
-    let restored = match state.store.load_state(MONITOR_KEY).await {
-        Ok(Some(json)) => Monitor::from_json(&json, config.clone()),
-        Ok(None) => Monitor::new(config.clone()),
-        Err(e) => {
-            tracing::error!(error = %e, "monitor state unreadable; monitor not started");
-            return;
-        }
-    };
-    let mut monitor = match restored {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "monitor state not restorable; starting fresh");
-            match Monitor::new(config) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(error = %e, "monitor config invalid");
-                    return;
-                }
-            }
-        }
+    let Some(mut monitor) = load_monitor(&state).await else {
+        return;
     };
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -45,25 +26,108 @@ pub async fn monitor(state: AppState) {
     }
 }
 
+/// The monitor as saved, or a fresh one; `None` when the config is invalid or the state
+/// cannot be read (logged).
+pub async fn load_monitor(state: &AppState) -> Option<Monitor> {
+    let config = state.config.monitors.clone();
+    let restored = match state.store.load_state(MONITOR_KEY).await {
+        Ok(Some(json)) => Monitor::from_json(&json, config.clone()),
+        Ok(None) => Monitor::new(config.clone()),
+        Err(e) => {
+            tracing::error!(error = %e, "monitor state unreadable; monitor not started");
+            return None;
+        }
+    };
+    match restored {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "monitor state not restorable; starting fresh");
+            match Monitor::new(config) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "monitor config invalid");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Sim mode's barrier: refreshes the caches, then runs every event-driven worker until it has
+/// processed everything committed (at least up to `seq`), and returns the log's last sequence.
+pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayError> {
+    let Some(sim) = state.sim.clone() else {
+        return Err(GatewayError::NotFound("Sim mode is off.".into()));
+    };
+    let _one_at_a_time = sim.barrier.lock().await;
+    let last = state.store.last_seq().await?;
+    if let Some(n) = seq {
+        if n > last {
+            return Err(GatewayError::bad_param(
+                "seq",
+                format!("event {n} is not committed (the log ends at {last})"),
+            ));
+        }
+    }
+    state.keys.refresh(state.store.as_ref()).await?;
+    state.policies.refresh(state.store.as_ref()).await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
+    // Workers append events of their own (alerts, rollout changes) that other workers read:
+    // repeat until a round appends nothing.
+    for _ in 0..8 {
+        let before = state.store.last_seq().await?;
+        if let Some(m) = sim.monitor.lock().await.as_mut() {
+            monitor_step(state, m).await?;
+        }
+        if state.store.last_seq().await? == before {
+            break;
+        }
+    }
+    let policy = CheckpointPolicy {
+        every_events: state.config.ledger.checkpoint_every_events.max(1),
+        every_ms: state.config.ledger.checkpoint_every_ms.max(1),
+    };
+    checkpoint_if_due(state, &policy, state.clock.now_ms())
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(state.store.last_seq().await?)
+}
+
 const MONITOR_KEY: &str = "monitor";
 
 async fn monitor_step(state: &AppState, monitor: &mut Monitor) -> Result<(), GatewayError> {
     loop {
-        let events = state.store.events_after(monitor.cursor, 2_000).await?;
+        let mut events = state.store.events_after(monitor.cursor, 2_000).await?;
         if events.is_empty() {
             return Ok(());
         }
+        if state.sim.is_some() {
+            // One batch holding everything committed, so batch boundaries cannot depend on
+            // commit order either.
+            while let Some(last) = events.last().map(|e| e.seq) {
+                let more = state.store.events_after(last, 2_000).await?;
+                if more.is_empty() {
+                    break;
+                }
+                events.extend(more);
+            }
+            crate::sim::order_batch(&mut events);
+        }
         let before = monitor.cursor;
         let mut drafts = Vec::new();
-        for ev in &events {
-            match monitor.process(ev) {
+        for (seq, result) in monitor.process_batch(&events) {
+            match result {
                 Ok(d) => drafts.extend(d),
-                Err(e) => tracing::warn!(error = %e, seq = ev.seq, "monitor skipped an event"),
+                Err(e) => tracing::warn!(error = %e, seq, "monitor skipped an event"),
             }
         }
         let alerts: Vec<_> = drafts
             .iter()
-            .map(|d| d.to_event(&keel_core::id::new_id("al", state.clock.as_ref())))
+            .map(|d| {
+                let material =
+                    format!("{}|{}|{}|{}", d.metric, d.segment.key(), d.at_ms, d.samples);
+                d.to_event(&state.new_id("al", material.as_bytes()))
+            })
             .collect();
         let json = monitor
             .to_json()
@@ -135,6 +199,10 @@ pub async fn run(state: AppState) {
         }
         if let Err(e) = state.policies.refresh_facts(state.store.as_ref()).await {
             tracing::warn!(error = %e, "facts refresh failed");
+        }
+        if state.sim.is_some() {
+            // Sim mode: checkpoints are issued by the barrier; retention does not run.
+            continue;
         }
         if let Err(e) = checkpoint_if_due(&state, &policy, now).await {
             tracing::warn!(error = %e, "periodic checkpoint failed");

@@ -44,6 +44,22 @@ pub struct Config {
     /// The review queue: audit sampling, leases, reviewers per item.
     #[serde(default)]
     pub review: ReviewConfig,
+    /// Simulated time for the stress-test simulator (off in production).
+    #[serde(default)]
+    pub sim: SimConfig,
+}
+
+/// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
+/// `POST /api/sim/clock` moves, its event-driven workers run only when `GET /api/sim/barrier`
+/// drives them, and ids derive from what they name; both endpoints answer 404 otherwise.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    #[serde(default)]
+    pub manual_clock: bool,
+    /// Where the manual clock starts (Unix ms); default: the injected clock's time at start-up.
+    #[serde(default)]
+    pub start_ms: Option<i64>,
 }
 
 /// `[review]`

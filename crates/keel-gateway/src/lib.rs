@@ -16,6 +16,7 @@ pub mod ops;
 pub mod policy;
 pub mod routes;
 pub mod server;
+pub mod sim;
 pub mod sse;
 pub mod telemetry;
 pub mod upstream;

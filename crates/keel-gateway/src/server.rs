@@ -72,7 +72,18 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let state = AppState::new(config, store.clone(), clock)?;
+    let sim = config.sim.manual_clock.then(|| {
+        let start = config.sim.start_ms.unwrap_or_else(|| clock.now_ms());
+        Arc::new(crate::sim::SimControl::new(Arc::new(
+            keel_core::ManualClock::new(start),
+        )))
+    });
+    let clock: Arc<dyn Clock> = match &sim {
+        Some(s) => s.clock.clone(),
+        None => clock,
+    };
+    let mut state = AppState::new(config, store.clone(), clock)?;
+    state.sim = sim;
     // Start-up: confirm the log is readable, load the active policies, sign a checkpoint.
     let last = state.store.last_seq().await?;
     state.policies.refresh(state.store.as_ref()).await?;
@@ -81,7 +92,14 @@ pub async fn serve(
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
-    let monitor = tokio::spawn(crate::background::monitor(state.clone()));
+    // In sim mode the barrier drives the event-driven workers; otherwise timers do.
+    let monitor = match &state.sim {
+        Some(sim) => {
+            *sim.monitor.lock().await = crate::background::load_monitor(&state).await;
+            tokio::spawn(async {})
+        }
+        None => tokio::spawn(crate::background::monitor(state.clone())),
+    };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();

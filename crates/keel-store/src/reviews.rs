@@ -239,6 +239,8 @@ pub struct ReviewQuery {
     /// Only items created at or after / before these times.
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
+    /// Only items after this one in queue order (the previous page's last item id).
+    pub after_id: Option<String>,
     pub limit: u32,
 }
 

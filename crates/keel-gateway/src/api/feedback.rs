@@ -195,7 +195,7 @@ async fn feedback(
     if let Some(ev) = replay(&state, &ix.tenant, "feedback", key.as_deref(), &body_sha).await? {
         return Ok(created(feedback_body(&ev), true));
     }
-    let id = keel_core::id::new_id("fb", state.clock.as_ref());
+    let id = state.new_id("fb", &bytes);
     let conv = ix.record["context"]["conversation_id"].as_str();
     let mut payload = feedback_payload(&id, &f, &ix.id, conv, &ix.record, key.as_deref());
     payload["request_sha256"] = json!(body_sha);
@@ -253,7 +253,7 @@ async fn handoff(
         tenant: ix.tenant.clone(),
         at_ms: now,
         payload: json!({
-            "id": keel_core::id::new_id("ho", state.clock.as_ref()),
+            "id": state.new_id("ho", &bytes),
             "conversation_id": h.conversation_id,
             "event": h.event,
             "at_ms": h.at_ms.unwrap_or(now),

@@ -38,7 +38,8 @@ fn openapi_paths() -> Value {
             "parameters": [
                 {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "claimed", "done"]}},
                 {"name": "source", "in": "query", "schema": {"type": "string", "enum": SOURCES}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page (queue order: severity, then age)"}
             ],
             "responses": {"200": {"description": "{data: [review item]}"}}}},
         "/api/reviews/{id}": {"get": {
@@ -107,6 +108,7 @@ struct Params {
     status: Option<String>,
     source: Option<String>,
     limit: Option<String>,
+    cursor: Option<String>,
 }
 
 async fn list(
@@ -132,6 +134,18 @@ async fn list(
         }
     }
     let limit = crate::extract::page_limit(p.limit.as_deref())?;
+    let after_id = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            visible(&state, &caller, c).await.map_err(|_| {
+                GatewayError::bad_param(
+                    "cursor",
+                    "Invalid 'cursor': use next_cursor from a previous page.",
+                )
+            })?;
+            Some(c.to_string())
+        }
+    };
     let now = state.clock.now_ms();
     let rows = state
         .store
@@ -140,12 +154,16 @@ async fn list(
             status: p.status,
             source: p.source,
             now_ms: now,
+            after_id,
             limit,
             ..ReviewQuery::default()
         })
         .await?;
     let data: Vec<Value> = rows.iter().map(|r| item_json(r, now)).collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(json!({"object": "list", "data": data, "next_cursor": next})).into_response())
 }
 
 /// The item, if it exists and the caller may see it (else a 404).

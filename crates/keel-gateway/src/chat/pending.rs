@@ -53,6 +53,13 @@ impl Pending {
             chat.context.locale.as_deref(),
             chat.context.jurisdiction.as_deref(),
         );
+        let id = if state.sim.is_some() {
+            let material =
+                serde_json::json!([chat.context, chat.model, chat.stream, chat.messages]);
+            state.new_id("ix", material.to_string().as_bytes())
+        } else {
+            keel_core::id::new_id("ix", state.clock.as_ref())
+        };
         Self {
             sample_rate,
             store: state.store.clone(),
@@ -61,7 +68,7 @@ impl Pending {
             actor: caller.0.actor(),
             started: Instant::now(),
             draft: Some(Draft {
-                id: keel_core::id::new_id("ix", state.clock.as_ref()),
+                id,
                 context: chat.context.clone(),
                 model: chat.model.clone(),
                 stream: chat.stream,

@@ -336,6 +336,26 @@ impl Monitor {
             return Ok(Vec::new());
         }
         self.cursor = event.seq;
+        self.observe(event)
+    }
+
+    /// Feeds a batch of events that are all past the cursor, in the order given (the
+    /// simulator orders a tick's events by content, not by commit order); the cursor moves to
+    /// the batch's highest sequence. Events at or below the cursor are ignored.
+    pub fn process_batch(
+        &mut self,
+        events: &[StoredEvent],
+    ) -> Vec<(i64, Result<Vec<AlertDraft>, LoopError>)> {
+        let floor = self.cursor;
+        let mut out = Vec::new();
+        for event in events.iter().filter(|e| e.seq > floor) {
+            self.cursor = self.cursor.max(event.seq);
+            out.push((event.seq, self.observe(event)));
+        }
+        out
+    }
+
+    fn observe(&mut self, event: &StoredEvent) -> Result<Vec<AlertDraft>, LoopError> {
         let mut alerts = Vec::new();
         let mut all = observations(event);
         all.extend(self.derived(event));

@@ -365,6 +365,8 @@ impl Store for SqliteStore {
              WHERE (?2 IS NULL OR r.tenant = ?2) AND (?3 IS NULL OR {EFFECTIVE_STATUS} = ?3)
                AND (?4 IS NULL OR r.source = ?4) AND (?5 IS NULL OR r.created_ms >= ?5)
                AND (?6 IS NULL OR r.created_ms < ?6)
+               AND (?8 IS NULL OR (-r.severity_rank, r.created_ms, r.id) >
+                    (SELECT -c.severity_rank, c.created_ms, c.id FROM review_items c WHERE c.id = ?8))
              ORDER BY r.severity_rank DESC, r.created_ms, r.id LIMIT ?7"
         );
         let rows = sqlx::query(&sql)
@@ -375,6 +377,7 @@ impl Store for SqliteStore {
             .bind(q.from_ms)
             .bind(q.to_ms)
             .bind(i64::from(q.limit))
+            .bind(q.after_id.as_deref())
             .fetch_all(&self.reads)
             .await?;
         rows.iter().map(item_from_row).collect()
