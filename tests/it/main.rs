@@ -15,6 +15,7 @@ mod ledger;
 mod policy;
 mod review;
 mod sdk;
+mod sim;
 mod sim_mode;
 mod support;
 mod watch;

@@ -96,6 +96,15 @@ pub struct Row {
     pub notes: Vec<String>,
 }
 
+impl Row {
+    pub fn variant_str(&self) -> &'static str {
+        self.variant.as_str()
+    }
+    pub fn strategy_str(&self) -> &'static str {
+        self.strategy.as_str()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepPoint {
     pub key: String,

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
+use futures::StreamExt;
 use keel_core::auth::mint_key;
 use keel_core::{Clock, ManualClock, Role};
 use keel_gateway::server::open_store;
@@ -101,6 +101,10 @@ pub struct RunSpec {
     pub dir: PathBuf,
     /// A label for the sweep value, if any (`KEY=V`).
     pub sweep: Option<(String, String)>,
+    /// Conversations in flight at once within a tick (results do not depend on it).
+    pub concurrency: usize,
+    /// Advanced once per tick.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// A run's result: the metrics row and its time series.
@@ -254,13 +258,7 @@ async fn chat(c: &Client, key: &str, body: &Value, stream: bool) -> Result<Reply
     })
 }
 
-fn sim_config(
-    s: &Scenario,
-    strategy: Strategy,
-    dir: &Path,
-    model_url: &str,
-    sim_mode: bool,
-) -> String {
+fn sim_config(s: &Scenario, strategy: Strategy, dir: &Path, model_url: &str) -> String {
     let g = &s.gateway;
     let mut t = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {dir:?}\n[storage]\nurl = {url:?}\ndurability = \"async\"\n\
@@ -269,9 +267,10 @@ fn sim_config(
         dir = dir.display().to_string(),
         url = format!("sqlite://{}", dir.join("keel.db").display()),
     );
-    if sim_mode {
-        t.push_str("[sim]\nmanual_clock = true\n");
-    }
+    t.push_str(&format!(
+        "[sim]\nmanual_clock = true\nstart_ms = {}\n",
+        s.start_ms - s.tick_ms
+    ));
     match strategy {
         Strategy::Static => t.push_str("[monitors]\nrules = []\n[review]\nsample_rate = 0.0\n"),
         _ => {
@@ -304,36 +303,24 @@ fn sim_config(
     t
 }
 
-/// How the runner drives time: the gateway's sim endpoints, or (before the gateway has a sim
-/// mode) the in-process clock and a short wait for the monitor's timer.
-struct TimeControl {
-    http_mode: bool,
-    clock: Arc<ManualClock>,
-}
+/// Simulated time through the gateway's sim endpoints (`[sim] manual_clock = true`).
+struct TimeControl;
 
 impl TimeControl {
     async fn set(&self, c: &Client, admin: &str, now_ms: i64) -> Result<(), SimError> {
-        if self.http_mode {
-            c.ok(
-                Method::POST,
-                "/api/sim/clock",
-                admin,
-                Some(&json!({"now_ms": now_ms})),
-            )
-            .await?;
-        } else {
-            self.clock.set_ms(now_ms);
-        }
+        c.ok(
+            Method::POST,
+            "/api/sim/clock",
+            admin,
+            Some(&json!({"now_ms": now_ms})),
+        )
+        .await?;
         Ok(())
     }
 
-    async fn barrier(&self, c: &Client, admin: &str, monitors: bool) -> Result<(), SimError> {
-        if self.http_mode {
-            c.ok(Method::GET, "/api/sim/barrier", admin, None).await?;
-        } else if monitors {
-            // The monitor worker polls every 200 ms of real time.
-            tokio::time::sleep(Duration::from_millis(450)).await;
-        }
+    /// Returns once monitors, the review queue and rollouts have processed everything.
+    async fn barrier(&self, c: &Client, admin: &str) -> Result<(), SimError> {
+        c.ok(Method::GET, "/api/sim/barrier", admin, None).await?;
         Ok(())
     }
 }
@@ -385,22 +372,8 @@ pub async fn run(
     }
     let model = ModelServer::start(s, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let model_ix = ModelIndex::new(s);
-    let (config, http_mode) = {
-        let with = sim_config(s, spec.strategy, &spec.dir, &model.base_url(), true);
-        match Config::from_toml_str(&with) {
-            Ok(c) => (c, true),
-            Err(_) => (
-                Config::from_toml_str(&sim_config(
-                    s,
-                    spec.strategy,
-                    &spec.dir,
-                    &model.base_url(),
-                    false,
-                ))?,
-                false,
-            ),
-        }
-    };
+    let config =
+        Config::from_toml_str(&sim_config(s, spec.strategy, &spec.dir, &model.base_url()))?;
     let clock = Arc::new(ManualClock::new(s.start_ms - s.tick_ms));
     let store = open_store(&config).await?;
     let mint = |tenant: &str, role: Role, name: &str| {
@@ -438,7 +411,7 @@ pub async fn run(
             .build()?,
         base: format!("http://{}", handle.addr),
     };
-    let time = TimeControl { http_mode, clock };
+    let time = TimeControl;
     let mut st = RunState {
         served: Vec::new(),
         by_id: HashMap::new(),
@@ -457,10 +430,6 @@ pub async fn run(
         ticks: Vec::new(),
         notes: Vec::new(),
     };
-    if !http_mode {
-        st.notes
-            .push("gateway without sim mode: in-process clock, timed barrier".into());
-    }
     let result = drive(spec, seed, &client, &keys, &time, &model_ix, &mut st).await;
     let outcome = match result {
         Ok(()) => {
@@ -558,17 +527,65 @@ async fn drive(
             at_ms: now,
             ..TickStats::default()
         };
-        for (ci, conv) in convs.iter().enumerate() {
-            converse(c, keys, s, seed, model, conv, ci, now, spec, st, &mut stats).await?;
+        let outcomes: Vec<Result<ConvOutcome, SimError>> =
+            futures::stream::iter(convs.iter().enumerate())
+                .map(|(ci, conv)| converse(c, keys, s, seed, model, conv, ci, now))
+                .buffered(spec.concurrency.max(1))
+                .collect()
+                .await;
+        let mut feedback = Vec::new();
+        let mut handoffs = Vec::new();
+        for o in outcomes {
+            let o = o?;
+            feedback.extend(o.feedback);
+            if let Some(h) = &o.handoff {
+                handoffs.push(json!({"conversation_id": h, "event": "requested"}));
+            }
+            for x in o.served {
+                stats.add(x.grade, !x.affected.is_empty());
+                st.by_id.insert(x.id.clone(), st.served.len());
+                st.served.push(x);
+            }
+            if let Some(conv) = o.handoff {
+                st.to_human.push((now, None));
+                let k = st.to_human.len() - 1;
+                st.pending_handoffs.push((conv, now, k));
+            }
         }
-        time.barrier(c, &keys.admin, monitors).await?;
+        // Users react once their replies are committed.
+        time.barrier(c, &keys.admin).await?;
+        let sends = feedback
+            .iter()
+            .map(|b| ("/v1/feedback", b))
+            .chain(handoffs.iter().map(|b| ("/v1/handoffs", b)));
+        let sent: Vec<Result<Value, SimError>> = futures::stream::iter(sends)
+            .map(|(path, b)| c.ok(Method::POST, path, &keys.app, Some(b)))
+            .buffered(spec.concurrency.max(1))
+            .collect()
+            .await;
+        for r in sent {
+            r?;
+        }
+        time.barrier(c, &keys.admin).await?;
         if monitors {
             read_alerts(c, keys, now, st).await?;
         }
         humans(c, keys, s, seed, tick, now, spec, update_api, st).await?;
         st.ticks.push(stats);
+        if let Some(p) = &spec.progress {
+            p.inc(1);
+        }
     }
     Ok(())
+}
+
+/// What one conversation produced.
+struct ConvOutcome {
+    served: Vec<Served>,
+    handoff: Option<String>,
+    /// Feedback bodies, sent once the tick's interactions are committed (async durability
+    /// answers before the commit).
+    feedback: Vec<Value>,
 }
 
 /// One conversation: its turns in order, each graded, each with the user's reaction.
@@ -582,13 +599,15 @@ async fn converse(
     conv: &Conversation,
     ci: usize,
     now: i64,
-    spec: &RunSpec,
-    st: &mut RunState,
-    stats: &mut TickStats,
-) -> Result<(), SimError> {
+) -> Result<ConvOutcome, SimError> {
     let seg = &s.traffic.segments[conv.segment];
     let topic = &s.topics[conv.topic];
     let mut messages: Vec<Value> = Vec::new();
+    let mut out = ConvOutcome {
+        served: Vec::new(),
+        handoff: None,
+        feedback: Vec::new(),
+    };
     for (ti, turn) in conv.turns.iter().enumerate() {
         messages.push(json!({"role": "user", "content": turn.prompt}));
         let mut body = json!({
@@ -613,10 +632,7 @@ async fn converse(
         let g = grade::grade(s, &slice, &reply.text, reply.withheld);
         let raw = model.answer(&turn.prompt);
         let affected = grade::wrong_by(s, &slice, raw);
-        let idx = st.served.len();
-        st.by_id.insert(reply.id.clone(), idx);
-        stats.add(g, !affected.is_empty());
-        st.served.push(Served {
+        out.served.push(Served {
             id: reply.id.clone(),
             tick: conv.tick,
             at_ms: now,
@@ -652,25 +668,14 @@ async fn converse(
                     fb["comment"] = json!(t);
                 }
             }
-            c.ok(Method::POST, "/v1/feedback", &keys.app, Some(&fb))
-                .await?;
+            out.feedback.push(fb);
         }
         if handoff {
-            c.ok(
-                Method::POST,
-                "/v1/handoffs",
-                &keys.app,
-                Some(&json!({"conversation_id": conv.id, "event": "requested"})),
-            )
-            .await?;
-            st.to_human.push((now, None));
-            let k = st.to_human.len() - 1;
-            st.pending_handoffs.push((conv.id.clone(), now, k));
+            out.handoff = Some(conv.id.clone());
             break; // the user waits for a person
         }
-        let _ = spec;
     }
-    Ok(())
+    Ok(out)
 }
 
 async fn read_alerts(c: &Client, keys: &Keys, now: i64, st: &mut RunState) -> Result<(), SimError> {
@@ -871,6 +876,7 @@ async fn operator_acts(
     update_api: bool,
     st: &mut RunState,
 ) -> Result<(), SimError> {
+    // People act after the tick's traffic: their changes count from the next request on.
     let canon = suggestion.to_string();
     if st.acted.contains_key(&canon) {
         return Ok(());
@@ -879,8 +885,8 @@ async fn operator_acts(
     st.proposals += 1;
     if !update_api {
         publish(c, keys, s, change, st, "reviewer suggestion").await?;
-        st.mitigated.entry(change).or_insert(now);
-        st.canary.entry(change).or_insert(now);
+        st.mitigated.entry(change).or_insert(now + 1);
+        st.canary.entry(change).or_insert(now + 1);
         return Ok(());
     }
     let p = c
@@ -901,8 +907,8 @@ async fn operator_acts(
         )
         .await?;
     if p["kind"] == "fact" {
-        st.mitigated.entry(change).or_insert(now);
-        st.canary.entry(change).or_insert(now);
+        st.mitigated.entry(change).or_insert(now + 1);
+        st.canary.entry(change).or_insert(now + 1);
         return Ok(());
     }
     let _ = c
@@ -929,9 +935,9 @@ async fn operator_acts(
             ),
         )
         .await?;
-    st.canary.entry(change).or_insert(now);
+    st.canary.entry(change).or_insert(now + 1);
     if matches!(r["state"].as_str(), Some("active") | Some("promoted")) {
-        st.mitigated.entry(change).or_insert(now);
+        st.mitigated.entry(change).or_insert(now + 1);
     } else if let Some(id) = r["id"].as_str() {
         st.rollouts.insert(id.to_string(), change);
     }
@@ -957,7 +963,7 @@ async fn follow_rollouts(
             .await?;
         match r["state"].as_str() {
             Some("promoted") | Some("active") => {
-                st.mitigated.entry(change).or_insert(now);
+                st.mitigated.entry(change).or_insert(now + 1);
                 st.rollouts.remove(&id);
             }
             Some("rolled_back") => {
@@ -1011,4 +1017,118 @@ async fn publish(
     )
     .await?;
     Ok(())
+}
+
+/// What to run: scenarios × variants × strategies (× sweep values).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenarios: Vec<Scenario>,
+    pub variants: Vec<Variant>,
+    pub strategies: Vec<Strategy>,
+    pub seed: Option<u64>,
+    pub out: PathBuf,
+    /// `KEY` and its values.
+    pub sweep: Option<(String, Vec<String>)>,
+    pub concurrency: usize,
+    /// Runs in flight at once.
+    pub parallel: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Plan {
+    /// Every run of the plan, in report order.
+    pub fn specs(&self) -> Result<Vec<RunSpec>, SimError> {
+        let mut out = Vec::new();
+        for sc in &self.scenarios {
+            let points: Vec<Option<(String, String)>> = match &self.sweep {
+                None => vec![None],
+                Some((k, vs)) => vs.iter().map(|v| Some((k.clone(), v.clone()))).collect(),
+            };
+            for point in points {
+                let mut scenario = sc.clone();
+                if let Some((k, v)) = &point {
+                    scenario.set(k, v)?;
+                }
+                for variant in &self.variants {
+                    for strategy in &self.strategies {
+                        let mut name = format!(
+                            "{}-{}-{}",
+                            scenario.name,
+                            variant.as_str(),
+                            strategy.as_str()
+                        );
+                        if let Some((k, v)) = &point {
+                            name.push_str(&format!("-{k}-{v}"));
+                        }
+                        out.push(RunSpec {
+                            scenario: scenario.clone(),
+                            variant: *variant,
+                            strategy: *strategy,
+                            seed: self.seed,
+                            dir: self.out.join("runs").join(name),
+                            sweep: point.clone(),
+                            concurrency: self.concurrency,
+                            progress: None,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a plan; with `serve_last`, the last run's gateway is kept running and returned.
+pub async fn simulate(
+    plan: &Plan,
+    serve_last: bool,
+) -> Result<(Vec<RunResult>, Option<KeptGateway>), SimError> {
+    let mut specs = plan.specs()?;
+    let total: u64 = specs.iter().map(|s| s.scenario.ticks()).sum();
+    let bar = if plan.progress {
+        let b = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} ticks  {msg}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        Some(b)
+    } else {
+        None
+    };
+    for s in &mut specs {
+        s.progress = bar.clone();
+    }
+    let last = specs.pop();
+    let mut results: Vec<RunResult> = futures::stream::iter(specs.iter())
+        .map(|s| async move {
+            if let Some(b) = &s.progress {
+                b.set_message(format!(
+                    "{} {} {}",
+                    s.scenario.name,
+                    s.variant.as_str(),
+                    s.strategy.as_str()
+                ));
+            }
+            run(s, false).await.map(|(r, _)| r)
+        })
+        .buffered(plan.parallel.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let mut kept = None;
+    if let Some(s) = last {
+        let (r, k) = run(&s, serve_last).await?;
+        results.push(r);
+        kept = k;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok((results, kept))
 }
