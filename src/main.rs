@@ -8,6 +8,7 @@ mod facts;
 mod policy;
 mod review;
 mod sim;
+mod update;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -134,6 +135,94 @@ pub(crate) enum PolicyVerb {
     List {
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Start a rollout: a canary at `--percent` below 100 (sticky split by conversation id),
+    /// an activation at 100. Prints the rollout id.
+    Rollout {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        percent: f64,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        locale: Option<String>,
+        #[arg(long, default_value = "rollout from the CLI")]
+        reason: String,
+    },
+    /// Promote a canary to 100 %.
+    Promote {
+        #[command(flatten)]
+        config: ConfigArg,
+        rollout: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Roll a canary back (or a promoted rollout to its baseline).
+    Rollback {
+        #[command(flatten)]
+        config: ConfigArg,
+        rollout: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Rollouts with their per-arm guard readings.
+    Rollouts {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Replay recorded interactions through a candidate (a bundle directory, a proposal id or
+    /// a published version) and print what would change (JSON).
+    Backtest {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        candidate: String,
+        /// `7d`, `24h`, an RFC 3339 time or YYYY-MM-DD.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Versions, rollouts, fact changes and proposals: who, why, when, outcome.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Draft a proposal from a review's suggestion (`--review ID`) or a suggestion given as
+    /// JSON (`--suggestion '{"kind":"rewrite","from":"…","to":"…"}'`). Prints the proposal.
+    Propose {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, conflicts_with = "suggestion")]
+        review: Option<String>,
+        #[arg(long)]
+        suggestion: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Proposals, newest first.
+    Proposals {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Approve a proposal (a policy candidate is published, not activated).
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        proposal: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject a proposal.
+    Reject {
+        #[command(flatten)]
+        config: ConfigArg,
+        proposal: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 

@@ -1,5 +1,5 @@
 //! The `keel policy` verbs: lint, test and diff bundles (no config); publish, activate and list
-//! versions (config).
+//! versions (config). Rollouts, backtests, history and proposals are in `update`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use keel_core::clock::format_ms;
 use keel_core::Clock;
 use keel_gateway::server::open_store;
-use keel_loop::update::{activated_event, published_event, GLOBAL_SCOPE};
+use keel_loop::update::published_event;
 use keel_policy::{lint, run_tests, Bundle, Policy};
 
 use crate::{cli_actor, load, PolicyVerb};
@@ -119,21 +119,37 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 if let Some(t) = &tenant {
                     keel_core::auth::validate_tenant(t)?;
                 }
-                let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE);
-                store
-                    .append(vec![activated_event(
-                        &v.version,
-                        scope,
-                        &cli_actor(),
-                        clock.now_ms(),
-                    )])
-                    .await?;
+                // Activation is a rollout at 100 % (one state machine).
+                keel_gateway::update::start_rollout(
+                    store.as_ref(),
+                    clock.as_ref(),
+                    &v.version,
+                    100.0,
+                    keel_loop::update::rollout::RolloutScope {
+                        tenant: tenant.clone(),
+                        locale: None,
+                    },
+                    "activated from the CLI",
+                    &cli_actor(),
+                    keel_core::id::new_id("ro", clock.as_ref()),
+                )
+                .await?;
                 Ok(v.version.clone())
             }
             .await;
             store.close().await;
             println!("{}", result?);
         }
+        other @ (PolicyVerb::Rollout { .. }
+        | PolicyVerb::Promote { .. }
+        | PolicyVerb::Rollback { .. }
+        | PolicyVerb::Rollouts { .. }
+        | PolicyVerb::Backtest { .. }
+        | PolicyVerb::History { .. }
+        | PolicyVerb::Propose { .. }
+        | PolicyVerb::Proposals { .. }
+        | PolicyVerb::Approve { .. }
+        | PolicyVerb::Reject { .. }) => crate::update::run(other, clock).await?,
         PolicyVerb::List { config } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;

@@ -18,4 +18,5 @@ mod sdk;
 mod sim;
 mod sim_mode;
 mod support;
+mod update;
 mod watch;

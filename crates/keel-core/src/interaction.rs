@@ -59,6 +59,9 @@ pub struct InteractionRecord {
     /// The policy version that decided this interaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
+    /// `{id, arm}`: the rollout whose split chose the version (`arm`: `canary` | `baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
     /// The policy decisions: `{action, input, output}` with rule ids, spans and signals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<serde_json::Value>,

@@ -8,5 +8,7 @@ pub mod kpis;
 pub mod ledger;
 pub mod openapi;
 pub mod policies;
+pub mod proposals;
 pub mod reviews;
+pub mod rollouts;
 pub mod sim;

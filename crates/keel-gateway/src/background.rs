@@ -1,4 +1,5 @@
-//! Background work of a running server: periodic checkpoints and payload retention.
+//! Background work of a running server: periodic checkpoints and payload retention, the
+//! monitor, and the rollout worker.
 
 use std::time::Duration;
 
@@ -79,6 +80,7 @@ pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayErr
         if let Some(m) = sim.monitor.lock().await.as_mut() {
             monitor_step(state, m).await?;
         }
+        rollouts_step(state).await?;
         if state.store.last_seq().await? == before {
             break;
         }
@@ -94,6 +96,34 @@ pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayErr
 }
 
 const MONITOR_KEY: &str = "monitor";
+
+/// One step of the rollout worker: processes every event committed so far (guard counts per
+/// canary arm; automatic promote or rollback) and returns its cursor. The timer loop and the
+/// simulator's barrier both call this.
+pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
+    let t = crate::update::rollouts_catch_up(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &state.config.update,
+    )
+    .await?;
+    // An automatic step takes effect on this replica at once (others within a refresh tick).
+    state.policies.refresh(state.store.as_ref()).await?;
+    Ok(t.cursor)
+}
+
+/// The rollout worker's timer loop.
+pub async fn rollouts(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        state.config.update.interval_ms.max(10),
+    ));
+    loop {
+        tick.tick().await;
+        if let Err(e) = rollouts_step(&state).await {
+            tracing::warn!(error = %e, "rollout worker step failed");
+        }
+    }
+}
 
 async fn monitor_step(state: &AppState, monitor: &mut Monitor) -> Result<(), GatewayError> {
     loop {

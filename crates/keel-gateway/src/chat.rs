@@ -77,8 +77,13 @@ async fn chat_completions(
     }
     let mut pending = Pending::start(&state, &caller, &chat);
     let id = pending.id().to_string();
-    let policy = state.policies.for_tenant(&caller.0.tenant);
+    let split_key = chat.context.conversation_id.as_deref().unwrap_or(&id);
+    let (policy, arm) =
+        state
+            .policies
+            .for_request(&caller.0.tenant, chat.context.locale.as_deref(), split_key);
     pending.policy_version = Some(policy.version().to_string());
+    pending.rollout = arm.map(|(rollout, arm)| serde_json::json!({"id": rollout, "arm": arm}));
     let input = EvalInput::from_openai_request(
         &chat.forward,
         enforce::eval_context(&chat.context, state.clock.now()),

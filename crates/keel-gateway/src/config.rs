@@ -47,6 +47,9 @@ pub struct Config {
     /// Simulated time for the stress-test simulator (off in production).
     #[serde(default)]
     pub sim: SimConfig,
+    /// The update pipeline: proposals (two-person rule) and canary guards.
+    #[serde(default)]
+    pub update: keel_loop::update::rollout::UpdateConfig,
 }
 
 /// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
@@ -386,6 +389,7 @@ impl Config {
             .validate()
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         self.review.validate()?;
+        self.update.validate().map_err(GatewayError::Config)?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

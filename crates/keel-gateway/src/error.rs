@@ -25,6 +25,9 @@ pub enum GatewayError {
     /// The object's state does not allow this (a review item someone else holds).
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed but unusable (a candidate bundle that does not load).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("{0}")]
@@ -73,6 +76,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => 403,
             GatewayError::NotFound(_) | GatewayError::ModelNotFound(_) => 404,
             GatewayError::Conflict(_) => 409,
+            GatewayError::Unprocessable(_) => 422,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::UnsupportedMediaType(_) => 415,
             GatewayError::Upstream(_) => 502,
@@ -109,6 +113,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => "insufficient_permissions",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::Conflict(_) => "conflict",
+            GatewayError::Unprocessable(_) => "unprocessable",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",

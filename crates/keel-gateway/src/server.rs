@@ -100,6 +100,10 @@ pub async fn serve(
         }
         None => tokio::spawn(crate::background::monitor(state.clone())),
     };
+    let rollouts = match &state.sim {
+        Some(_) => tokio::spawn(async {}),
+        None => tokio::spawn(crate::background::rollouts(state.clone())),
+    };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -130,6 +134,7 @@ pub async fn serve(
         };
         background.abort();
         monitor.abort();
+        rollouts.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

@@ -23,6 +23,10 @@ pub const RECORD_WAIT: &str = "keel_record_wait_seconds";
 
 /// Gauge: alerts raised and not yet resolved.
 pub const ALERTS_OPEN: &str = "keel_alerts_open";
+/// Automatic rollout steps, labelled `state` (`promoted` | `rolled_back`).
+pub const ROLLOUT_STEPS: &str = "keel_rollout_auto_steps_total";
+/// Live canaries.
+pub const CANARIES_LIVE: &str = "keel_rollout_canaries_live";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -1,6 +1,15 @@
 //! Update: policy versions as events. Publishing puts the whole bundle (its files) into a
 //! `PolicyPublished` event, so the ledger seals what was published; activation is a
-//! `PolicyActivated` event per scope (`*` or one tenant).
+//! `PolicyActivated` event per scope (`*` or one tenant). The update pipeline around them:
+//! `proposal` (suggestions drafted into candidate bundles or facts), `backtest` (a candidate
+//! replayed over recorded interactions), `rollout` (canary split, guards, the state machine)
+//! and `sequential` (the always-valid test the guards use).
+
+pub mod backtest;
+pub mod proposal;
+pub mod rollout;
+pub mod sequential;
+pub mod textdiff;
 
 use keel_core::NewEvent;
 use keel_policy::{Bundle, Policy};

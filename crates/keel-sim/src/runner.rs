@@ -298,6 +298,8 @@ fn sim_config(s: &Scenario, strategy: Strategy, dir: &Path, model_url: &str) -> 
                 ));
             }
             t.push_str(&format!("[review]\nsample_rate = {}\n", g.sample_rate));
+            // Canaries are judged on this scenario's traffic, not a production day's.
+            t.push_str("[update]\nmin_samples_per_arm = 40\n");
         }
     }
     t
@@ -341,6 +343,8 @@ struct RunState {
     acted: HashMap<String, usize>,
     /// rollout id → change index, for canaries in flight
     rollouts: HashMap<String, usize>,
+    /// suggestions waiting for the canary in flight: (review id, suggestion, change)
+    queued: Vec<(String, Value, usize)>,
     /// (request time, human time) for handoffs and escalations
     to_human: Vec<(i64, Option<i64>)>,
     pending_handoffs: Vec<(String, i64, usize)>,
@@ -422,6 +426,7 @@ pub async fn run(
         rules: BTreeMap::new(),
         acted: HashMap::new(),
         rollouts: HashMap::new(),
+        queued: Vec::new(),
         to_human: Vec::new(),
         pending_handoffs: Vec::new(),
         reviewed: HashSet::new(),
@@ -756,6 +761,10 @@ async fn humans(
     }
     if update_api {
         follow_rollouts(c, keys, now, st).await?;
+        if st.rollouts.is_empty() && !st.queued.is_empty() {
+            let (review, sug, change) = st.queued.remove(0);
+            operator_acts(c, keys, s, change, &review, &sug, now, update_api, st).await?;
+        }
     }
     if !on_duty {
         return Ok(());
@@ -821,12 +830,20 @@ async fn humans(
             }
         });
         let accurate = rng.chance(s.reviewers.accuracy);
+        // What the reviewer reads: the model's answer for that slice.
+        let reply = served
+            .and_then(|x| {
+                let t = &s.topics[x.topic].subtopics[x.subtopic];
+                by_locale(&t.answers, &s.traffic.segments[x.segment].locale)
+            })
+            .cloned()
+            .unwrap_or_default();
         let label = match (wrong_change, accurate) {
             (Some(ch), true) => {
                 let change = &s.changes[ch];
                 json!({"verdict": "outdated", "corrected_response": change.right,
                        "notes": format!("no longer right since {}", keel_core::clock::format_ms(change.effective_ms)),
-                       "suggestion": update::suggestion(&change.update)})
+                       "suggestion": update::suggestion(&change.update, &reply)})
             }
             (Some(_), false) => json!({"verdict": "ok"}),
             (None, true) => json!({"verdict": "ok"}),
@@ -881,6 +898,14 @@ async fn operator_acts(
     if st.acted.contains_key(&canon) {
         return Ok(());
     }
+    if update_api && !st.rollouts.is_empty() {
+        // One canary at a time: the next proposal builds on the promoted version.
+        if !st.queued.iter().any(|(_, q, _)| q.to_string() == canon) {
+            st.queued
+                .push((review_id.to_string(), suggestion.clone(), change));
+        }
+        return Ok(());
+    }
     st.acted.insert(canon, change);
     st.proposals += 1;
     if !update_api {
@@ -930,7 +955,7 @@ async fn operator_acts(
             "/api/rollouts",
             &keys.admin,
             Some(
-                &json!({"version": version, "percent": s.gateway.canary_percent,
+                &json!({"version": version, "percent": s.gateway.canary_percent, "tenant": s.tenant,
                          "reason": format!("canary for proposal {pid}")}),
             ),
         )
@@ -944,7 +969,12 @@ async fn operator_acts(
     Ok(())
 }
 
-/// Canaries in flight: promoted → mitigated; rolled back → the suggestion may come again.
+/// How long the operator watches a canary before promoting it by hand when no guard objects.
+const CANARY_WATCH_MS: i64 = 6 * 3_600_000;
+
+/// Canaries in flight: promoted (by the worker, or by the operator once the canary has run a
+/// while with enough traffic and no guard inferior) → mitigated; rolled back → the suggestion
+/// may come again.
 async fn follow_rollouts(
     c: &Client,
     keys: &Keys,
@@ -961,12 +991,35 @@ async fn follow_rollouts(
                 None,
             )
             .await?;
-        match r["state"].as_str() {
-            Some("promoted") | Some("active") => {
+        let mut state = r["state"].as_str().unwrap_or("").to_string();
+        if state == "canary" {
+            let started = r["started_ms"].as_i64().unwrap_or(now);
+            let enough = r["arms"]["canary"]["interactions"].as_u64().unwrap_or(0) >= 40;
+            let objection = r["guards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|g| g["enabled"] != false && g["verdict"] == "inferior");
+            if enough && !objection && now - started >= CANARY_WATCH_MS {
+                let (status, v) = c
+                    .call(
+                        Method::POST,
+                        &format!("/api/rollouts/{id}/promote"),
+                        &keys.admin,
+                        Some(&json!({"reason": "canary watched: no guard inferior"})),
+                    )
+                    .await?;
+                if status.is_success() {
+                    state = v["state"].as_str().unwrap_or("promoted").to_string();
+                }
+            }
+        }
+        match state.as_str() {
+            "promoted" | "active" => {
                 st.mitigated.entry(change).or_insert(now + 1);
                 st.rollouts.remove(&id);
             }
-            Some("rolled_back") => {
+            "rolled_back" | "superseded" => {
                 st.rollouts.remove(&id);
                 st.acted.retain(|_, ch| *ch != change);
                 st.canary.remove(&change);

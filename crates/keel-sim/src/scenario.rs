@@ -302,7 +302,7 @@ pub struct Change {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
-    /// `rewrite` (regex `from` → `to`), `lexicon_term` (term `from` → `to`), `escalate`
+    /// `rewrite` (literal text `from` → `to`), `lexicon_term` (term `from` → `to`), `escalate`
     /// (replies containing a term of `terms` go to a person; the user sees `message`),
     /// `fact_update` (the versions in `facts` are set).
     pub kind: String,
@@ -678,13 +678,19 @@ impl Scenario {
                 }
             };
             match up.kind.as_str() {
-                "rewrite" => {
+                "rewrite" | "lexicon_term" => {
                     need(up.from.is_some() && up.to.is_some(), "`from` and `to`")?;
-                    if let Some(from) = &up.from {
-                        regex_ok(from).map_err(|e| err(&format!("{f}.update.from"), e))?;
+                    if up
+                        .from
+                        .as_deref()
+                        .is_some_and(|f| f.trim().is_empty() || f.len() > 200)
+                    {
+                        return Err(err(
+                            &format!("{f}.update.from"),
+                            "expected 1 to 200 characters of literal text".into(),
+                        ));
                     }
                 }
-                "lexicon_term" => need(up.from.is_some() && up.to.is_some(), "`from` and `to`")?,
                 "escalate" => need(!up.terms.is_empty(), "`terms`")?,
                 _ => need(!up.facts.is_empty(), "`facts`")?,
             }
@@ -750,14 +756,6 @@ impl Scenario {
         }
         Ok(())
     }
-}
-
-/// Rejects regexes the policy layer would refuse (checked again when the bundle compiles).
-fn regex_ok(pattern: &str) -> Result<(), String> {
-    if pattern.len() > 200 {
-        return Err("longer than 200 characters".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

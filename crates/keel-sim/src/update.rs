@@ -6,8 +6,10 @@ use serde_json::{json, Value};
 use crate::scenario::{Change, Update};
 use crate::SimError;
 
-/// The suggestion a reviewer attaches to a label (`keel_loop::review::Suggestion` shape).
-pub fn suggestion(u: &Update) -> Value {
+/// The suggestion a reviewer attaches to a label (`keel_loop::review::Suggestion` shape), for a
+/// reply reading `reply` (an escalation names the term the reply contains: one term per
+/// suggestion, in the reply's language).
+pub fn suggestion(u: &Update, reply: &str) -> Value {
     let mut scope = json!({});
     if !u.scope.locales.is_empty() {
         scope["locales"] = json!(u.scope.locales);
@@ -25,10 +27,13 @@ pub fn suggestion(u: &Update) -> Value {
             s["to"] = json!(u.to);
         }
         "escalate" => {
-            s["from"] = json!(u.terms.join("|"));
-            if let Some(m) = &u.message {
-                s["to"] = json!(m);
-            }
+            let lower = reply.to_lowercase();
+            let term = u
+                .terms
+                .iter()
+                .find(|t| lower.contains(&t.to_lowercase()))
+                .or(u.terms.first());
+            s["from"] = json!(term);
         }
         _ => {
             if let Some(f) = u.facts.first() {
@@ -96,10 +101,11 @@ pub fn rules_for(change: &Change) -> (Vec<Value>, Vec<Value>) {
     match u.kind.as_str() {
         "rewrite" | "lexicon_term" => {
             // The rule fires only where the old statement is present.
-            let from = match u.kind.as_str() {
-                "rewrite" => u.from.clone().unwrap_or_default(),
-                _ => u.from.as_deref().map(regex_escape).unwrap_or_default(),
-            };
+            // `from` is literal text (as the update pipeline reads it), matched case-insensitively.
+            let from = format!(
+                "(?i){}",
+                u.from.as_deref().map(regex_escape).unwrap_or_default()
+            );
             detectors.push(json!({"id": id, "kind": "regex",
                                   "description": format!("the statement {} made wrong", change.id),
                                   "patterns": [{"name": "old", "pattern": from}]}));
@@ -169,7 +175,7 @@ mod tests {
             let s = Scenario::load(name).unwrap();
             for c in &s.changes {
                 extra.push(rules_for(c));
-                let sug = suggestion(&c.update);
+                let sug = suggestion(&c.update, "");
                 assert_eq!(sug["kind"], c.update.kind.as_str());
             }
         }

@@ -18,6 +18,7 @@ mod interactions;
 mod keys;
 pub mod policies;
 pub mod reviews;
+pub mod rollouts;
 
 use async_trait::async_trait;
 use keel_core::{ApiKeyRecord, NewEvent, StoredEvent};
@@ -29,6 +30,7 @@ pub use ledger::{LeafRow, LedgerRow, StoredCheckpoint};
 pub use policies::{ActivationRow, PolicyVersionRow};
 pub use registry::{SqliteMigration, SqliteProjection};
 pub use reviews::{ReviewItemRow, ReviewQuery};
+pub use rollouts::RolloutRow;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// When an append counts as done.
@@ -137,6 +139,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The active version per scope.
     async fn policy_activations(&self) -> Result<Vec<ActivationRow>, StoreError>;
+
+    /// Every rollout (canaries, activations), oldest first.
+    async fn rollouts(&self) -> Result<Vec<RolloutRow>, StoreError>;
 
     /// The event an idempotency key of `scope` (`feedback`, `handoff`) was first used for.
     async fn idempotent_event(

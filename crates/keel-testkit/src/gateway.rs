@@ -138,6 +138,32 @@ impl TestGateway {
         minted.token
     }
 
+    /// Graceful shutdown, then a new gateway on the same data directory, config and clock
+    /// (a restart: everything it serves must come back from the store).
+    pub async fn restart(mut self) -> Self {
+        if let Some(h) = self.handle.take() {
+            let _ = h.shutdown().await;
+        }
+        let store = open_store(&self.config)
+            .await
+            .unwrap_or_else(|e| fail(&format!("store: {e}")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| fail(&format!("bind: {e}")));
+        let handle = keel_gateway::serve(
+            self.config.clone(),
+            store.clone(),
+            self.clock.clone(),
+            Some(listener),
+        )
+        .await
+        .unwrap_or_else(|e| fail(&format!("serve: {e}")));
+        self.addr = handle.addr;
+        self.store = store;
+        self.handle = Some(handle);
+        self
+    }
+
     /// Graceful shutdown: stop accepting, drain, flush the store. Returns the data directory so
     /// the caller can inspect it (it is deleted when the returned value drops).
     pub async fn shutdown(mut self) -> tempfile::TempDir {

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use keel_core::clock::format_ms;
 use keel_core::Role;
-use keel_loop::update::{activated_event, published_event, GLOBAL_SCOPE};
+use keel_loop::update::{published_event, GLOBAL_SCOPE};
 use keel_policy::{run_tests, Bundle, Policy};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ fn openapi_paths() -> Value {
             "post": {"summary": "Publish a bundle: {files: {path: text}, reason} (admin). Its inline tests must pass.",
                      "responses": {"201": {"description": "{version}"}, "422": {"description": "invalid bundle or failing tests"}}}},
         "/api/policies/{version}/activate": {"post": {
-            "summary": "Activate a version for every tenant or one: {tenant?} (admin).",
+            "summary": "Activate a version for every tenant or one: {tenant?, reason?} (admin); a rollout at 100 % (see /api/rollouts).",
             "parameters": [{"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "{version, scope}"}, "404": {"description": "unknown version"}}}},
     })
@@ -116,6 +116,7 @@ async fn publish(
 #[derive(Debug, Default, Deserialize)]
 struct ActivateBody {
     tenant: Option<String>,
+    reason: Option<String>,
 }
 
 async fn activate(
@@ -159,15 +160,22 @@ async fn activate(
         )));
     }
     let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
-    state
-        .store
-        .append(vec![activated_event(
-            &version,
-            &scope,
-            &caller.0.actor(),
-            state.clock.now_ms(),
-        )])
-        .await?;
+    // Activation is a rollout at 100 % (one state machine; it supersedes a live canary).
+    let id = state.new_id("ro", format!("{version}|100|activate|{}", scope).as_bytes());
+    let rollout = crate::update::start_rollout(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &version,
+        100.0,
+        keel_loop::update::rollout::RolloutScope {
+            tenant: tenant.clone(),
+            locale: None,
+        },
+        body.reason.as_deref().unwrap_or("activated"),
+        &caller.0.actor(),
+        id,
+    )
+    .await?;
     state.policies.refresh(state.store.as_ref()).await?;
-    Ok(Json(json!({"version": version, "scope": scope})).into_response())
+    Ok(Json(json!({"version": version, "scope": scope, "rollout": rollout.id})).into_response())
 }

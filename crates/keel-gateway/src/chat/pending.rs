@@ -30,6 +30,8 @@ pub struct Pending {
     pub upstream: Option<String>,
     pub attempts: u32,
     pub policy_version: Option<String>,
+    /// `{id, arm}` of the rollout that chose the policy version, if a canary was live.
+    pub rollout: Option<serde_json::Value>,
     pub decision: Option<serde_json::Value>,
     pub upstream_text: Option<Vec<String>>,
     /// The audit sample rate of this interaction's segment.
@@ -79,6 +81,7 @@ impl Pending {
             upstream: None,
             attempts: 0,
             policy_version: None,
+            rollout: None,
             decision: None,
             upstream_text: None,
         }
@@ -120,6 +123,7 @@ impl Pending {
             error,
             attempts: self.attempts,
             policy_version: self.policy_version.clone(),
+            rollout: self.rollout.take(),
             decision: self.decision.take(),
             upstream_text: self.upstream_text.take(),
         })

@@ -318,6 +318,16 @@ impl Store for SqliteStore {
         rows.iter().map(activation_from_row).collect()
     }
 
+    async fn rollouts(&self) -> Result<Vec<crate::RolloutRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{} ORDER BY seq",
+            crate::rollouts::SELECT_ROLLOUTS
+        ))
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter().map(crate::rollouts::rollout_from_row).collect()
+    }
+
     async fn idempotent_event(
         &self,
         tenant: &str,
