@@ -131,6 +131,7 @@ struct Keys {
 }
 
 /// The HTTP side of a run.
+#[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -375,7 +376,8 @@ pub async fn run(
         }
     }
     let model = ModelServer::start(s, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let model_ix = ModelIndex::new(s);
+    let model_ix = Arc::new(ModelIndex::new(s));
+    let shared = Arc::new(s.clone());
     let config =
         Config::from_toml_str(&sim_config(s, spec.strategy, &spec.dir, &model.base_url()))?;
     let clock = Arc::new(ManualClock::new(s.start_ms - s.tick_ms));
@@ -435,7 +437,11 @@ pub async fn run(
         ticks: Vec::new(),
         notes: Vec::new(),
     };
-    let result = drive(spec, seed, &client, &keys, &time, &model_ix, &mut st).await;
+    let keys = Arc::new(keys);
+    let result = drive(
+        spec, seed, &client, &keys, &time, &model_ix, &shared, &mut st,
+    )
+    .await;
     let outcome = match result {
         Ok(()) => {
             let end_ms = s.start_ms + s.ticks() as i64 * s.tick_ms;
@@ -471,7 +477,7 @@ pub async fn run(
             Some(KeptGateway {
                 handle,
                 model,
-                admin_key: keys.admin,
+                admin_key: keys.admin.clone(),
                 url,
             }),
         ));
@@ -486,9 +492,10 @@ async fn drive(
     spec: &RunSpec,
     seed: u64,
     c: &Client,
-    keys: &Keys,
+    keys: &Arc<Keys>,
     time: &TimeControl,
-    model: &ModelIndex,
+    model: &Arc<ModelIndex>,
+    shared: &Arc<Scenario>,
     st: &mut RunState,
 ) -> Result<(), SimError> {
     let s = &spec.scenario;
@@ -534,7 +541,23 @@ async fn drive(
         };
         let outcomes: Vec<Result<ConvOutcome, SimError>> =
             futures::stream::iter(convs.iter().enumerate())
-                .map(|(ci, conv)| converse(c, keys, s, seed, model, conv, ci, now))
+                .map(|(ci, conv)| {
+                    // A task per conversation: the client side uses every core.
+                    let task = tokio::spawn(converse(
+                        c.clone(),
+                        keys.clone(),
+                        shared.clone(),
+                        seed,
+                        model.clone(),
+                        conv.clone(),
+                        ci,
+                        now,
+                    ));
+                    async move {
+                        task.await
+                            .map_err(|e| SimError::Gateway(format!("client task: {e}")))?
+                    }
+                })
                 .buffered(spec.concurrency.max(1))
                 .collect()
                 .await;
@@ -596,15 +619,16 @@ struct ConvOutcome {
 /// One conversation: its turns in order, each graded, each with the user's reaction.
 #[allow(clippy::too_many_arguments)]
 async fn converse(
-    c: &Client,
-    keys: &Keys,
-    s: &Scenario,
+    c: Client,
+    keys: Arc<Keys>,
+    s: Arc<Scenario>,
     seed: u64,
-    model: &ModelIndex,
-    conv: &Conversation,
+    model: Arc<ModelIndex>,
+    conv: Conversation,
     ci: usize,
     now: i64,
 ) -> Result<ConvOutcome, SimError> {
+    let (c, s, conv) = (&c, s.as_ref(), &conv);
     let seg = &s.traffic.segments[conv.segment];
     let topic = &s.topics[conv.topic];
     let mut messages: Vec<Value> = Vec::new();
