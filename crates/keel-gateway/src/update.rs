@@ -446,6 +446,7 @@ pub async fn base_bundle(
 
 /// Drafts a proposal and appends its `ProposalCreated` event. `tenant_key` is the caller's
 /// tenant when it is tenant-scoped: the suggestion is then confined to it.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_proposal(
     store: &dyn Store,
     clock: &dyn Clock,

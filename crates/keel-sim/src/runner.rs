@@ -924,7 +924,7 @@ async fn operator_acts(
     }
     if update_api && !st.rollouts.is_empty() {
         // One canary at a time: the next proposal builds on the promoted version.
-        if !st.queued.iter().any(|(_, q, _)| q.to_string() == canon) {
+        if !st.queued.iter().any(|(_, q, _)| q == suggestion) {
             st.queued
                 .push((review_id.to_string(), suggestion.clone(), change));
         }
