@@ -604,6 +604,24 @@ async fn drive(
             p.inc(1);
         }
     }
+    // Escalations nobody took over wait until the end (they count in mtth_minutes).
+    let last = s.start_ms + (s.ticks() as i64 - 1) * s.tick_ms;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/api/reviews?status=open&source=escalation&limit=500".to_string();
+        if let Some(cur) = &cursor {
+            path.push_str(&format!("&cursor={cur}"));
+        }
+        let v = c.ok(Method::GET, &path, &keys.admin, None).await?;
+        for item in v["data"].as_array().into_iter().flatten() {
+            st.to_human
+                .push((last - item["age_ms"].as_i64().unwrap_or(0), None));
+        }
+        match v["next_cursor"].as_str() {
+            Some(n) if !n.is_empty() => cursor = Some(n.to_string()),
+            _ => break,
+        }
+    }
     Ok(())
 }
 
