@@ -263,3 +263,82 @@ pub fn compute(
     };
     (row, series)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn served(at_ms: i64, grade: Grade, affected: bool) -> Served {
+        Served {
+            id: format!("ix{at_ms}"),
+            tick: 0,
+            at_ms,
+            topic: 0,
+            subtopic: 0,
+            segment: 1,
+            grade,
+            affected: if affected { vec![0] } else { Vec::new() },
+        }
+    }
+
+    fn alert(at_ms: i64, jurisdiction: &str, served_before: usize) -> Alert {
+        Alert {
+            seq: at_ms,
+            metric: "wrong_answer_rate".into(),
+            locale: "en-GB".into(),
+            jurisdiction: jurisdiction.into(),
+            topic: "investing".into(),
+            at_ms,
+            served_before,
+        }
+    }
+
+    #[test]
+    fn metrics_count_from_the_first_affected_reply() {
+        let s = Scenario::load("leveraged-products").unwrap();
+        let t = s.changes[0].effective_ms;
+        let xs = vec![
+            served(t - 10, Grade::Good, false),
+            served(t, Grade::Bad, true),
+            served(t + 1, Grade::Bad, true),
+            served(t + 2, Grade::Withheld, false), // right answer withheld: collateral
+            served(t + 3, Grade::Bad, true),
+            served(t + 100, Grade::Good, true), // after the fix
+            served(t + 101, Grade::Withheld, true),
+        ];
+        let alerts = vec![
+            alert(t - 5, "GB", 1),  // before the change: false alarm
+            alert(t + 50, "US", 5), // another jurisdiction: false alarm
+            alert(t + 60, "GB", 5), // true: 3 affected replies before it
+        ];
+        let mitigated = BTreeMap::from([(0usize, t + 100)]);
+        let (row, series) = compute(
+            &s,
+            Variant::Unannounced,
+            Strategy::Continual,
+            &xs,
+            &alerts,
+            &mitigated,
+            &mitigated,
+            &[(t, Some(t + 30 * 60_000)), (t, None)],
+            7,
+            t + 60 * 60_000,
+            &[],
+            None,
+            Vec::new(),
+        );
+        assert_eq!(row.interactions, 7);
+        assert_eq!(row.affected, 5);
+        assert_eq!(row.bad_served, 3);
+        assert_eq!(row.withheld, 2);
+        assert_eq!(row.collateral, 1);
+        assert_eq!(row.detect_delay, Some(3.0));
+        assert_eq!((row.true_alerts, row.false_alarms), (1, 2));
+        assert_eq!(row.war_before, Some(1.0));
+        assert_eq!(row.war_after, Some(0.0));
+        assert_eq!(row.mtth_minutes, Some(45.0));
+        assert_eq!(row.review_load_per_1k, 1000.0);
+        assert_eq!(series.alerts.iter().filter(|a| a.1).count(), 1);
+    }
+}
