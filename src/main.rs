@@ -8,6 +8,7 @@ mod facts;
 mod learn;
 mod policy;
 mod review;
+mod sim;
 mod update;
 
 use std::path::PathBuf;
@@ -97,6 +98,13 @@ enum Command {
         #[command(subcommand)]
         verb: learn::LearnVerb,
     },
+    /// The main job, shown: bundled value-change scenarios under every strategy; prints the
+    /// comparison table, writes ./keel-demo/results.json and report.html. No config needed.
+    Demo(sim::DemoArgs),
+    /// Stress tests: replay scenarios through the real gateway and grade every reply.
+    Simulate(sim::SimulateArgs),
+    /// Serve a scenario's frozen model alone (OpenAI-compatible, JSON and SSE).
+    SimModel(sim::SimModelArgs),
 }
 
 #[derive(Subcommand)]
@@ -342,8 +350,13 @@ enum KeysVerb {
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+/// Logging with `default` as the filter unless KEEL_LOG is set.
+fn init_logging_at(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -452,6 +465,28 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Learn { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             learn::run(verb).await
+        }
+        // Simulations start many gateways: only warnings unless KEEL_LOG says otherwise.
+        Command::Demo(args) => {
+            init_logging_at(
+                log_override.unwrap_or(LogFormat::Text),
+                "warn,keel_gateway=error",
+            );
+            sim::demo(args).await
+        }
+        Command::Simulate(args) => {
+            init_logging_at(
+                log_override.unwrap_or(LogFormat::Text),
+                "warn,keel_gateway=error",
+            );
+            sim::simulate_cmd(args).await
+        }
+        Command::SimModel(args) => {
+            init_logging_at(
+                log_override.unwrap_or(LogFormat::Text),
+                "warn,keel_gateway=error",
+            );
+            sim::sim_model(args).await
         }
     }
 }

@@ -131,6 +131,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     },
                     "activated from the CLI",
                     &cli_actor(),
+                    keel_core::id::new_id("ro", clock.as_ref()),
                 )
                 .await?;
                 Ok(v.version.clone())

@@ -63,6 +63,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     RolloutScope { tenant, locale },
                     &reason,
                     &cli_actor(),
+                    keel_core::id::new_id("ro", c),
                 )
                 .await?;
                 eprintln!("{} {} at {}%", r.state, r.version, r.percent);
@@ -152,7 +153,16 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     (None, None) => bail!("give --review ID or --suggestion JSON"),
                 };
                 let doc =
-                    up::create_proposal(s, c, source, reason.as_deref(), None, None, &actor())
+                    up::create_proposal(
+                    s,
+                    c,
+                    source,
+                    reason.as_deref(),
+                    None,
+                    None,
+                    &actor(),
+                    keel_core::id::new_id("pr", c),
+                )
                         .await?;
                 eprintln!("{}", doc["diff"].as_str().unwrap_or_default());
                 print_json(&doc)?;

@@ -16,6 +16,7 @@ mod ledger;
 mod policy;
 mod review;
 mod sdk;
+mod sim;
 mod sim_mode;
 mod support;
 mod update;

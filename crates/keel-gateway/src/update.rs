@@ -140,6 +140,7 @@ pub async fn start_rollout(
     scope: RolloutScope,
     reason: &str,
     actor: &str,
+    id: String,
 ) -> Result<Rollout, GatewayError> {
     if let Some(t) = &scope.tenant {
         keel_core::auth::validate_tenant(t)
@@ -160,7 +161,6 @@ pub async fn start_rollout(
         .map(rollout_of)
         .collect();
     let live_refs: Vec<&Rollout> = live.iter().collect();
-    let id = keel_core::id::new_id("ro", clock);
     let proposal = proposal_for_version(store, &version).await?;
     let events = rollout::start(
         &Start {
@@ -446,6 +446,7 @@ pub async fn base_bundle(
 
 /// Drafts a proposal and appends its `ProposalCreated` event. `tenant_key` is the caller's
 /// tenant when it is tenant-scoped: the suggestion is then confined to it.
+#[allow(clippy::too_many_arguments)]
 pub async fn create_proposal(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -454,6 +455,7 @@ pub async fn create_proposal(
     tenant: Option<&str>,
     tenant_key: Option<&str>,
     actor: &Actor,
+    id: String,
 ) -> Result<Value, GatewayError> {
     let (mut suggestion, source_doc, default_reason) = match &source {
         ProposalSource::Review(item_id) => {
@@ -559,7 +561,6 @@ pub async fn create_proposal(
         .or(scope_tenant)
         .or(tenant_key.map(str::to_string))
         .unwrap_or_else(|| GLOBAL_SCOPE.to_string());
-    let id = keel_core::id::new_id("pr", clock);
     let now = clock.now_ms();
     let mut doc = json!({
         "id": id, "status": "pending", "author": actor.actor, "author_name": actor.person,

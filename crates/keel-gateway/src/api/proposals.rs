@@ -112,6 +112,7 @@ async fn create(
         }
     }
     let tenant_key = caller.tenant_filter();
+    let id = state.new_id("pr", format!("{source:?}|{:?}", body.reason).as_bytes());
     let doc = update::create_proposal(
         state.store.as_ref(),
         state.clock.as_ref(),
@@ -120,6 +121,7 @@ async fn create(
         body.tenant.as_deref(),
         tenant_key.as_deref(),
         &Actor::from_key(&caller.0),
+        id,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(doc)).into_response())

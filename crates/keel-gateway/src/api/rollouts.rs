@@ -122,6 +122,10 @@ async fn start(
     let reason = body
         .reason
         .unwrap_or_else(|| format!("rollout at {}%", body.percent));
+    let id = state.new_id(
+        "ro",
+        format!("{}|{}|{reason}", body.version, body.percent).as_bytes(),
+    );
     let r = update::start_rollout(
         state.store.as_ref(),
         state.clock.as_ref(),
@@ -133,6 +137,7 @@ async fn start(
         },
         &reason,
         &caller.0.actor(),
+        id,
     )
     .await?;
     state.policies.refresh(state.store.as_ref()).await?;

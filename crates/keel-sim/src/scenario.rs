@@ -1,0 +1,882 @@
+//! The scenario format (TOML; reference in `docs/scenarios.md`) and its validation.
+//!
+//! Everything a scenario needs is data: topics and sub-topics with prompts and frozen answers
+//! per language or locale, any locales and jurisdictions, several changes with scopes and
+//! exceptions, numeric facts, per-jurisdiction rules. Errors name the field.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::SimError;
+
+/// The bundled scenarios: (name, TOML), also in `scenarios/` in the repository.
+pub const BUNDLED: &[(&str, &str)] = &[
+    (
+        "leveraged-products",
+        include_str!("../../../scenarios/leveraged-products.toml"),
+    ),
+    ("ja-term", include_str!("../../../scenarios/ja-term.toml")),
+    ("recall", include_str!("../../../scenarios/recall.toml")),
+];
+
+/// A parsed, validated scenario. Times are Unix milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub start_ms: i64,
+    pub duration_ms: i64,
+    pub tick_ms: i64,
+    pub tenant: String,
+    pub model: String,
+    pub traffic: Traffic,
+    pub topics: Vec<Topic>,
+    pub users: Users,
+    pub reviewers: Reviewers,
+    pub gateway: GatewayKnobs,
+    /// Facts registered before the start (the world as the operator knows it at cut-off).
+    pub facts: Vec<Value>,
+    pub changes: Vec<Change>,
+}
+
+/// `[traffic]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    /// Mean conversations started per tick (Poisson arrivals).
+    pub conversations_per_tick: f64,
+    /// User turns per conversation: `[min, max]`, uniform.
+    #[serde(default = "default_turns")]
+    pub turns: [u64; 2],
+    /// Share of requests sent with `stream: true` (SSE).
+    #[serde(default)]
+    pub stream_share: f64,
+    /// The mix of locales and jurisdictions.
+    pub segments: Vec<SegmentMix>,
+}
+
+fn default_turns() -> [u64; 2] {
+    [1, 1]
+}
+
+/// `[[traffic.segments]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentMix {
+    /// Any BCP 47 tag; prompts and answers are looked up by the full tag, then its language.
+    pub locale: String,
+    pub jurisdiction: String,
+    pub weight: f64,
+    /// Topic weights for this segment (default: the topics' own weights).
+    #[serde(default)]
+    pub topics: BTreeMap<String, f64>,
+}
+
+/// `[[topics]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topic {
+    /// Sent as `metadata.topic` (what the application knows).
+    pub id: String,
+    #[serde(default = "one")]
+    pub weight: f64,
+    pub subtopics: Vec<Subtopic>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `[[topics.subtopics]]`: what users ask and what the frozen model answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subtopic {
+    pub id: String,
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Prompt templates per language (`en`) or locale (`ja-JP`).
+    pub prompts: BTreeMap<String, Vec<String>>,
+    /// The frozen model's answer per language or locale, fixed at its cut-off.
+    pub answers: BTreeMap<String, String>,
+}
+
+/// Reaction probabilities for one kind of reply.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reaction {
+    /// Thumbs down with a complaint comment.
+    #[serde(default)]
+    pub complaint: f64,
+    /// A wrong-answer report (`wrong_answer: true`).
+    #[serde(default)]
+    pub report: f64,
+    /// A request to talk to a person (`/v1/handoffs`).
+    #[serde(default)]
+    pub handoff: f64,
+}
+
+/// `[users]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// Share of replies the user rates (CSAT 1–5).
+    #[serde(default = "default_rate_share")]
+    pub csat_share: f64,
+    /// CSAT distribution (weights of 1..5) when the reply was right by the truth at that time.
+    #[serde(default = "default_csat_right")]
+    pub csat_right: [f64; 5],
+    /// …when it was wrong.
+    #[serde(default = "default_csat_wrong")]
+    pub csat_wrong: [f64; 5],
+    /// …when it was withheld (blocked or escalated).
+    #[serde(default = "default_csat_withheld")]
+    pub csat_withheld: [f64; 5],
+    #[serde(default)]
+    pub right: Reaction,
+    pub wrong: Reaction,
+    #[serde(default)]
+    pub withheld: Reaction,
+    /// Complaint comments per language or locale.
+    #[serde(default = "default_complaints")]
+    pub complaint_text: BTreeMap<String, String>,
+}
+
+fn default_rate_share() -> f64 {
+    0.3
+}
+fn default_csat_right() -> [f64; 5] {
+    [0.02, 0.03, 0.10, 0.35, 0.50]
+}
+fn default_csat_wrong() -> [f64; 5] {
+    [0.35, 0.30, 0.20, 0.10, 0.05]
+}
+fn default_csat_withheld() -> [f64; 5] {
+    [0.10, 0.20, 0.40, 0.20, 0.10]
+}
+fn default_complaints() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("en".to_string(), "this answer is wrong".to_string()),
+        ("ja".to_string(), "この回答は間違っています".to_string()),
+    ])
+}
+
+/// `[reviewers]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reviewers {
+    #[serde(default = "default_reviewers")]
+    pub count: u32,
+    /// Working hours `[from, to)` in UTC (simulated time); `[0, 24]` = around the clock.
+    #[serde(default = "default_hours")]
+    pub hours: [u32; 2],
+    /// Time from an item entering the queue until a reviewer labels it (at the earliest).
+    #[serde(
+        rename = "latency",
+        default = "default_latency",
+        deserialize_with = "de_duration"
+    )]
+    pub latency_ms: i64,
+    /// Probability that a label is right (a wrong one flips the verdict and drops the suggestion).
+    #[serde(default = "default_accuracy")]
+    pub accuracy: f64,
+    /// Items one reviewer labels per working hour.
+    #[serde(default = "default_items_per_hour")]
+    pub items_per_hour: f64,
+}
+
+fn default_reviewers() -> u32 {
+    2
+}
+fn default_hours() -> [u32; 2] {
+    [9, 18]
+}
+fn default_latency() -> i64 {
+    30 * 60_000
+}
+fn default_accuracy() -> f64 {
+    0.95
+}
+fn default_items_per_hour() -> f64 {
+    12.0
+}
+
+impl Default for Reviewers {
+    fn default() -> Self {
+        Self {
+            count: default_reviewers(),
+            hours: default_hours(),
+            latency_ms: default_latency(),
+            accuracy: default_accuracy(),
+            items_per_hour: default_items_per_hour(),
+        }
+    }
+}
+
+/// `[gateway]`: the Keel knobs a sweep varies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayKnobs {
+    /// Audit sample rate (`[review] sample_rate`).
+    #[serde(default)]
+    pub sample_rate: f64,
+    /// ADWIN `delta` for the rate and CSAT monitors (smaller = fewer, later alerts).
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Observations a segment's stream needs before it may alert.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Smallest change of a rate that counts as an alert (absolute).
+    #[serde(default = "default_min_change")]
+    pub min_change: f64,
+    /// Canary share for continual rollouts, in percent.
+    #[serde(default = "default_canary")]
+    pub canary_percent: u32,
+}
+
+fn default_delta() -> f64 {
+    0.002
+}
+fn default_min_samples() -> u64 {
+    30
+}
+fn default_min_change() -> f64 {
+    0.05
+}
+fn default_canary() -> u32 {
+    20
+}
+
+impl Default for GatewayKnobs {
+    fn default() -> Self {
+        Self {
+            sample_rate: 0.0,
+            delta: default_delta(),
+            min_samples: default_min_samples(),
+            min_change: default_min_change(),
+            canary_percent: default_canary(),
+        }
+    }
+}
+
+/// Where a change applies; empty lists mean "any". `ja` matches `ja-JP`, `US` matches `US-CA`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeScope {
+    #[serde(default)]
+    pub locales: Vec<String>,
+    #[serde(default)]
+    pub jurisdictions: Vec<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Sub-topics of `topic` whose old answer becomes wrong (empty = all).
+    #[serde(default)]
+    pub subtopics: Vec<String>,
+    /// Sub-topics whose old answer stays right (exceptions within the topic).
+    #[serde(default)]
+    pub except_subtopics: Vec<String>,
+}
+
+/// One change of the world.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub id: String,
+    pub description: String,
+    pub effective_ms: i64,
+    /// In the `announced` variant: the operator update is published on the effective date.
+    pub announced: bool,
+    pub safety_critical: bool,
+    pub scope: ChangeScope,
+    /// An answer in scope that contains one of these (case-insensitive) is wrong from now on.
+    pub wrong: Vec<String>,
+    /// What is right now (a reviewer's corrected response).
+    pub right: String,
+    /// The operator's update: published on the date when announced; what reviewers suggest.
+    pub update: Update,
+}
+
+/// The update that fixes a change: a structured suggestion in the review API's vocabulary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// `rewrite` (literal text `from` → `to`), `lexicon_term` (term `from` → `to`), `escalate`
+    /// (replies containing a term of `terms` go to a person; the user sees `message`),
+    /// `fact_update` (the versions in `facts` are set).
+    pub kind: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub terms: Vec<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Fact versions (`keel facts` JSON shape) for `fact_update`.
+    #[serde(default)]
+    pub facts: Vec<Value>,
+    #[serde(default)]
+    pub scope: UpdateScope,
+}
+
+/// Where an update applies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateScope {
+    #[serde(default)]
+    pub locales: Vec<String>,
+    #[serde(default)]
+    pub jurisdictions: Vec<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+pub const UPDATE_KINDS: [&str; 4] = ["rewrite", "lexicon_term", "escalate", "fact_update"];
+
+// ---- raw file shape --------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    seed: u64,
+    start: String,
+    duration: String,
+    tick: String,
+    #[serde(default = "default_tenant")]
+    tenant: String,
+    #[serde(default = "default_model")]
+    model: String,
+    traffic: Traffic,
+    topics: Vec<Topic>,
+    users: Users,
+    #[serde(default)]
+    reviewers: Reviewers,
+    #[serde(default)]
+    gateway: GatewayKnobs,
+    #[serde(default)]
+    facts: Vec<Value>,
+    #[serde(default)]
+    changes: Vec<RawChange>,
+}
+
+fn default_tenant() -> String {
+    "sim".into()
+}
+fn default_model() -> String {
+    "frozen".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChange {
+    id: String,
+    #[serde(default)]
+    description: String,
+    /// RFC 3339, or an offset from the start (`3d`, `36h`).
+    effective: String,
+    #[serde(default = "yes")]
+    announced: bool,
+    #[serde(default)]
+    safety_critical: bool,
+    #[serde(default)]
+    scope: ChangeScope,
+    wrong: Vec<String>,
+    #[serde(default)]
+    right: String,
+    update: Update,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// `90s`, `30m`, `36h`, `7d`, `2w` (or a plain number of milliseconds).
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30m, 36h or 7d"))?;
+    let mult = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use s, m, h, d or w)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+fn parse_instant(s: &str) -> Result<i64, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
+}
+
+/// The language part of a locale: `ja-JP` → `ja`.
+pub fn language(locale: &str) -> &str {
+    locale.split(['-', '_']).next().unwrap_or(locale)
+}
+
+/// Looks up a per-language map by full locale, then by language.
+pub fn by_locale<'a, T>(map: &'a BTreeMap<String, T>, locale: &str) -> Option<&'a T> {
+    map.get(locale).or_else(|| map.get(language(locale)))
+}
+
+/// `want` (`ja`, `US`) covers `got` (`ja-JP`, `US-CA`); empty `want` covers everything.
+pub fn covers(want: &[String], got: &str) -> bool {
+    want.is_empty()
+        || want
+            .iter()
+            .any(|w| got == w || got.starts_with(&format!("{w}-")))
+}
+
+impl ChangeScope {
+    /// Whether a (topic, sub-topic, locale, jurisdiction) is in this change's scope.
+    pub fn contains(&self, topic: &str, subtopic: &str, locale: &str, jurisdiction: &str) -> bool {
+        covers(&self.locales, locale)
+            && covers(&self.jurisdictions, jurisdiction)
+            && self.topic.as_deref().is_none_or(|t| t == topic)
+            && (self.subtopics.is_empty() || self.subtopics.iter().any(|s| s == subtopic))
+            && !self.except_subtopics.iter().any(|s| s == subtopic)
+    }
+}
+
+impl Scenario {
+    /// A bundled scenario by name, or a file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, SimError> {
+        if let Some((_, text)) = BUNDLED.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::parse(text, name_or_path);
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            let names: Vec<&str> = BUNDLED.iter().map(|(n, _)| *n).collect();
+            SimError::scenario(
+                name_or_path,
+                format!(
+                    "not a bundled scenario ({}) and not a readable file: {e}",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        Self::parse(&text, name_or_path)
+    }
+
+    /// Parses and validates TOML text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SimError> {
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| SimError::scenario(origin, e.to_string()))?;
+        let err = |field: &str, msg: String| SimError::scenario(origin, format!("{field}: {msg}"));
+        let start_ms = parse_instant(&raw.start).map_err(|e| err("start", e))?;
+        let duration_ms = parse_duration(&raw.duration).map_err(|e| err("duration", e))?;
+        let tick_ms = parse_duration(&raw.tick).map_err(|e| err("tick", e))?;
+        if tick_ms <= 0 || duration_ms < tick_ms {
+            return Err(err(
+                "tick",
+                "must be positive and no longer than `duration`".into(),
+            ));
+        }
+        if duration_ms / tick_ms > 100_000 {
+            return Err(err("tick", "more than 100000 ticks".into()));
+        }
+        let prob = |field: String, p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(err(&field, format!("{p} is not a probability (0 to 1)")))
+            }
+        };
+        let t = &raw.traffic;
+        if !(t.conversations_per_tick >= 0.0 && t.conversations_per_tick <= 100_000.0) {
+            return Err(err(
+                "traffic.conversations_per_tick",
+                "must be from 0 to 100000".into(),
+            ));
+        }
+        if t.turns[0] == 0 || t.turns[0] > t.turns[1] || t.turns[1] > 50 {
+            return Err(err(
+                "traffic.turns",
+                "expected [min, max] with 1 <= min <= max <= 50".into(),
+            ));
+        }
+        prob("traffic.stream_share".into(), t.stream_share)?;
+        if t.segments.is_empty() {
+            return Err(err(
+                "traffic.segments",
+                "at least one locale/jurisdiction".into(),
+            ));
+        }
+        if raw.topics.is_empty() {
+            return Err(err("topics", "at least one topic".into()));
+        }
+        let mut topic_ids = std::collections::BTreeSet::new();
+        for (i, topic) in raw.topics.iter().enumerate() {
+            if !topic_ids.insert(topic.id.as_str()) {
+                return Err(err(
+                    &format!("topics[{i}].id"),
+                    format!("`{}` is used twice", topic.id),
+                ));
+            }
+            if topic.subtopics.is_empty() {
+                return Err(err(
+                    &format!("topics[{i}].subtopics"),
+                    "at least one".into(),
+                ));
+            }
+            for (j, st) in topic.subtopics.iter().enumerate() {
+                let f = format!("topics[{i}].subtopics[{j}]");
+                for (k, seg) in t.segments.iter().enumerate() {
+                    let prompts = by_locale(&st.prompts, &seg.locale);
+                    if prompts.is_none_or(|p| p.is_empty()) {
+                        return Err(err(
+                            &format!("{f}.prompts"),
+                            format!(
+                                "no prompts for locale `{}` (traffic.segments[{k}]); add `{}` or `{}`",
+                                seg.locale,
+                                seg.locale,
+                                language(&seg.locale)
+                            ),
+                        ));
+                    }
+                    if by_locale(&st.answers, &seg.locale).is_none() {
+                        return Err(err(
+                            &format!("{f}.answers"),
+                            format!("no answer for locale `{}`", seg.locale),
+                        ));
+                    }
+                }
+            }
+        }
+        for (k, seg) in t.segments.iter().enumerate() {
+            for name in seg.topics.keys() {
+                if !topic_ids.contains(name.as_str()) {
+                    return Err(err(
+                        &format!("traffic.segments[{k}].topics"),
+                        format!("unknown topic `{name}`"),
+                    ));
+                }
+            }
+        }
+        let u = &raw.users;
+        prob("users.csat_share".into(), u.csat_share)?;
+        for (name, r) in [
+            ("right", u.right),
+            ("wrong", u.wrong),
+            ("withheld", u.withheld),
+        ] {
+            prob(format!("users.{name}.complaint"), r.complaint)?;
+            prob(format!("users.{name}.report"), r.report)?;
+            prob(format!("users.{name}.handoff"), r.handoff)?;
+        }
+        let rv = &raw.reviewers;
+        prob("reviewers.accuracy".into(), rv.accuracy)?;
+        if rv.hours[0] > 24 || rv.hours[1] > 24 || rv.hours[0] >= rv.hours[1] {
+            return Err(err(
+                "reviewers.hours",
+                "expected [from, to) with 0 <= from < to <= 24".into(),
+            ));
+        }
+        if rv.items_per_hour < 0.0 || rv.latency_ms < 0 {
+            return Err(err(
+                "reviewers",
+                "items_per_hour and latency must not be negative".into(),
+            ));
+        }
+        let g = &raw.gateway;
+        prob("gateway.sample_rate".into(), g.sample_rate)?;
+        if !(g.delta > 0.0 && g.delta < 1.0) {
+            return Err(err(
+                "gateway.delta",
+                "must be between 0 and 1 (exclusive)".into(),
+            ));
+        }
+        if g.canary_percent == 0 || g.canary_percent > 100 {
+            return Err(err(
+                "gateway.canary_percent",
+                "must be from 1 to 100".into(),
+            ));
+        }
+        let mut changes = Vec::with_capacity(raw.changes.len());
+        let mut change_ids = std::collections::BTreeSet::new();
+        for (i, c) in raw.changes.into_iter().enumerate() {
+            let f = format!("changes[{i}]");
+            if !change_ids.insert(c.id.clone()) {
+                return Err(err(&format!("{f}.id"), format!("`{}` is used twice", c.id)));
+            }
+            let effective_ms = match parse_instant(&c.effective) {
+                Ok(ms) => ms,
+                Err(_) => {
+                    start_ms
+                        + parse_duration(&c.effective).map_err(|e| {
+                            err(
+                                &format!("{f}.effective"),
+                                format!("{e}; or give an RFC 3339 time"),
+                            )
+                        })?
+                }
+            };
+            if let Some(topic) = &c.scope.topic {
+                let Some(tp) = raw.topics.iter().find(|t| &t.id == topic) else {
+                    return Err(err(
+                        &format!("{f}.scope.topic"),
+                        format!("unknown topic `{topic}`"),
+                    ));
+                };
+                for s in c.scope.subtopics.iter().chain(&c.scope.except_subtopics) {
+                    if !tp.subtopics.iter().any(|x| &x.id == s) {
+                        return Err(err(
+                            &format!("{f}.scope.subtopics"),
+                            format!("`{s}` is not a sub-topic of `{topic}`"),
+                        ));
+                    }
+                }
+            } else if !c.scope.subtopics.is_empty() || !c.scope.except_subtopics.is_empty() {
+                return Err(err(
+                    &format!("{f}.scope.subtopics"),
+                    "sub-topics need a `topic`".into(),
+                ));
+            }
+            if c.wrong.iter().all(|w| w.trim().is_empty()) {
+                return Err(err(
+                    &format!("{f}.wrong"),
+                    "at least one non-empty marker of the now-wrong answer".into(),
+                ));
+            }
+            let up = &c.update;
+            if !UPDATE_KINDS.contains(&up.kind.as_str()) {
+                return Err(err(
+                    &format!("{f}.update.kind"),
+                    format!("`{}`: expected one of {}", up.kind, UPDATE_KINDS.join(", ")),
+                ));
+            }
+            let need = |ok: bool, what: &str| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(err(
+                        &format!("{f}.update"),
+                        format!("`{}` needs {what}", up.kind),
+                    ))
+                }
+            };
+            match up.kind.as_str() {
+                "rewrite" | "lexicon_term" => {
+                    need(up.from.is_some() && up.to.is_some(), "`from` and `to`")?;
+                    if up
+                        .from
+                        .as_deref()
+                        .is_some_and(|f| f.trim().is_empty() || f.len() > 200)
+                    {
+                        return Err(err(
+                            &format!("{f}.update.from"),
+                            "expected 1 to 200 characters of literal text".into(),
+                        ));
+                    }
+                }
+                "escalate" => need(!up.terms.is_empty(), "`terms`")?,
+                _ => need(!up.facts.is_empty(), "`facts`")?,
+            }
+            changes.push(Change {
+                id: c.id,
+                description: c.description,
+                effective_ms,
+                announced: c.announced,
+                safety_critical: c.safety_critical,
+                scope: c.scope,
+                wrong: c.wrong,
+                right: c.right,
+                update: c.update,
+            });
+        }
+        Ok(Scenario {
+            name: raw.name,
+            description: raw.description,
+            seed: raw.seed,
+            start_ms,
+            duration_ms,
+            tick_ms,
+            tenant: raw.tenant,
+            model: raw.model,
+            traffic: raw.traffic,
+            topics: raw.topics,
+            users: raw.users,
+            reviewers: raw.reviewers,
+            gateway: raw.gateway,
+            facts: raw.facts,
+            changes,
+        })
+    }
+
+    pub fn ticks(&self) -> u64 {
+        (self.duration_ms / self.tick_ms) as u64
+    }
+
+    /// A sweep: `KEY=V` applied to this scenario. Keys: `sample_rate`, `delta`,
+    /// `min_samples`, `min_change`, `canary_percent`, `reviewers`, `reviewer_accuracy`,
+    /// `reviewer_latency`, `rate`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SimError> {
+        let bad = || SimError::Usage(format!("sweep: `{value}` is not a valid value for `{key}`"));
+        let f = || value.parse::<f64>().map_err(|_| bad());
+        match key {
+            "sample_rate" => self.gateway.sample_rate = f()?.clamp(0.0, 1.0),
+            "delta" => self.gateway.delta = f()?,
+            "min_samples" => self.gateway.min_samples = value.parse().map_err(|_| bad())?,
+            "min_change" => self.gateway.min_change = f()?,
+            "canary_percent" => self.gateway.canary_percent = value.parse().map_err(|_| bad())?,
+            "reviewers" => self.reviewers.count = value.parse().map_err(|_| bad())?,
+            "reviewer_accuracy" => self.reviewers.accuracy = f()?.clamp(0.0, 1.0),
+            "reviewer_latency" => {
+                self.reviewers.latency_ms = parse_duration(value).map_err(|_| bad())?
+            }
+            "rate" => self.traffic.conversations_per_tick = f()?,
+            _ => {
+                return Err(SimError::Usage(format!(
+                    "sweep: unknown key `{key}` (sample_rate, delta, min_samples, min_change, \
+                     canary_percent, reviewers, reviewer_accuracy, reviewer_latency, rate)"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_scenarios_parse() {
+        for (name, text) in BUNDLED {
+            let s = Scenario::parse(text, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!s.changes.is_empty(), "{name}");
+            assert!(s.ticks() > 0);
+        }
+    }
+
+    const MINIMAL: &str = r#"
+name = "t"
+start = "2026-01-01T00:00:00Z"
+duration = "2d"
+tick = "1h"
+[traffic]
+conversations_per_tick = 5
+segments = [{ locale = "de-DE", jurisdiction = "DE", weight = 1 }]
+[[topics]]
+id = "tax"
+[[topics.subtopics]]
+id = "rate"
+prompts = { de = ["Wie hoch ist die Steuer?"] }
+answers = { de = "Die Steuer beträgt 19 %." }
+[[topics.subtopics]]
+id = "food"
+prompts = { de = ["Und für Lebensmittel?"] }
+answers = { de = "7 % für Lebensmittel." }
+[users]
+wrong = { report = 0.3 }
+[[changes]]
+id = "raise"
+effective = "1d"
+scope = { jurisdictions = ["DE"], topic = "tax", except_subtopics = ["food"] }
+wrong = ["19 %"]
+right = "Die Steuer beträgt 21 %."
+update = { kind = "rewrite", from = "19 %", to = "21 %" }
+"#;
+
+    /// A scenario with `from` replaced by `to` must fail naming `field`.
+    fn check_err(from: &str, to: &str, field: &str) {
+        let text = MINIMAL.replacen(from, to, 1);
+        assert_ne!(text, MINIMAL, "pattern {from} not found");
+        let e = Scenario::parse(&text, "x.toml")
+            .expect_err(field)
+            .to_string();
+        assert!(e.contains(field), "expected `{field}` in: {e}");
+        assert!(e.contains("x.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_locale_outside_the_bundled_set_and_exceptions_parse() {
+        let s = Scenario::parse(MINIMAL, "m").unwrap();
+        let c = &s.changes[0];
+        assert_eq!(c.effective_ms - s.start_ms, 86_400_000);
+        assert!(c.scope.contains("tax", "rate", "de-DE", "DE"));
+        assert!(!c.scope.contains("tax", "food", "de-DE", "DE"));
+        assert!(!c.scope.contains("tax", "rate", "de-DE", "AT"));
+        assert_eq!(s.ticks(), 48);
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        check_err("tick = \"1h\"", "tick = \"1y\"", "tick");
+        check_err("duration = \"2d\"", "duration = \"soon\"", "duration");
+        check_err(
+            "effective = \"1d\"",
+            "effective = \"later\"",
+            "changes[0].effective",
+        );
+        check_err(
+            "topic = \"tax\", except",
+            "topic = \"vat\", except",
+            "changes[0].scope.topic",
+        );
+        check_err(
+            "except_subtopics = [\"food\"]",
+            "except_subtopics = [\"x\"]",
+            "changes[0].scope.subtopics",
+        );
+        check_err(
+            "kind = \"rewrite\"",
+            "kind = \"magic\"",
+            "changes[0].update.kind",
+        );
+        check_err(
+            "kind = \"rewrite\", from = \"19 %\", ",
+            "kind = \"rewrite\", ",
+            "changes[0].update",
+        );
+        check_err(
+            "wrong = { report = 0.3 }",
+            "wrong = { report = 3 }",
+            "users.wrong.report",
+        );
+        check_err("de = \"Die", "fr = \"Die", "topics[0].subtopics[0].answers");
+        check_err(
+            "prompts = { de = [\"Und",
+            "prompts = { fr = [\"Und",
+            "topics[0].subtopics[1].prompts",
+        );
+        check_err("wrong = [\"19 %\"]", "wrong = [\"\"]", "changes[0].wrong");
+        check_err("[traffic]", "[traffic]\nspeed = 3", "speed");
+        check_err(
+            "conversations_per_tick = 5",
+            "conversations_per_tick = -5",
+            "traffic.conversations_per_tick",
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90_000));
+        assert_eq!(parse_duration("2w"), Ok(14 * 86_400_000));
+        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
