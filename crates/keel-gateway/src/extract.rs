@@ -102,6 +102,17 @@ pub fn page_limit(limit: Option<&str>) -> Result<u32, GatewayError> {
     }
 }
 
+/// An optional query parameter that must be one of `allowed` (a 400 naming them otherwise).
+pub fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), GatewayError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(GatewayError::bad_param(
+            name,
+            format!("Invalid '{name}': expected one of {}.", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `cursor` (a `next_cursor` from a previous page: a positive sequence number).
 pub fn page_cursor(cursor: Option<&str>) -> Result<Option<i64>, GatewayError> {
     match cursor {

@@ -140,14 +140,11 @@ async fn list(
     Query(p): Query<ListParams>,
 ) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
-    if let Some(s) = &p.status {
-        if !["pending", "approved", "rejected"].contains(&s.as_str()) {
-            return Err(GatewayError::bad_param(
-                "status",
-                "expected pending, approved or rejected",
-            ));
-        }
-    }
+    crate::extract::one_of(
+        "status",
+        p.status.as_deref(),
+        &["pending", "approved", "rejected"],
+    )?;
     let limit = page_limit(p.limit.as_deref())? as usize;
     let before = page_cursor(p.cursor.as_deref())?;
     let mut all: Vec<Value> = update::load_proposals(state.store.as_ref())

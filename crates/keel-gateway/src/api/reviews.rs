@@ -117,22 +117,8 @@ async fn list(
     Query(p): Query<Params>,
 ) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
-    if let Some(s) = &p.status {
-        if !["open", "claimed", "done"].contains(&s.as_str()) {
-            return Err(GatewayError::bad_param(
-                "status",
-                "Invalid 'status': expected open, claimed or done.",
-            ));
-        }
-    }
-    if let Some(s) = &p.source {
-        if !SOURCES.contains(&s.as_str()) {
-            return Err(GatewayError::bad_param(
-                "source",
-                format!("Invalid 'source': expected one of {}.", SOURCES.join(", ")),
-            ));
-        }
-    }
+    crate::extract::one_of("status", p.status.as_deref(), &["open", "claimed", "done"])?;
+    crate::extract::one_of("source", p.source.as_deref(), &SOURCES)?;
     let limit = crate::extract::page_limit(p.limit.as_deref())?;
     let after_id = match p.cursor.as_deref() {
         None | Some("") => None,

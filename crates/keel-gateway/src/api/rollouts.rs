@@ -155,14 +155,7 @@ async fn list(
     Query(p): Query<ListParams>,
 ) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
-    if let Some(s) = &p.state {
-        if !STATES.contains(&s.as_str()) {
-            return Err(GatewayError::bad_param(
-                "state",
-                format!("expected one of {}", STATES.join(", ")),
-            ));
-        }
-    }
+    crate::extract::one_of("state", p.state.as_deref(), &STATES)?;
     let tracker = catch_up(&state).await?;
     let now = state.clock.now_ms();
     let mut data: Vec<Value> = state
