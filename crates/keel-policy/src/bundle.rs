@@ -26,17 +26,23 @@ pub struct Bundle {
 
 impl Bundle {
     /// A bundle from in-memory files (e.g. `include_str!`-embedded ones).
+    /// `extends: default` embeds the default pack under `.base/` (see [`crate::layer`]).
     pub fn from_files<P: AsRef<str>, C: AsRef<str>>(files: &[(P, C)]) -> Self {
-        Bundle {
-            files: files
-                .iter()
-                .map(|(p, c)| (normalize_path(p.as_ref()), c.as_ref().to_string()))
-                .collect(),
-        }
+        let mut files = files
+            .iter()
+            .map(|(p, c)| (normalize_path(p.as_ref()), c.as_ref().to_string()))
+            .collect();
+        crate::layer::embed_default(&mut files);
+        Bundle { files }
     }
 
-    /// Reads every non-hidden file under `dir` (recursively). The only IO of this crate.
+    /// Reads every non-hidden file under `dir` (recursively), and the base it `extends` (the
+    /// default pack, or a directory relative to `dir`) under `.base/`. The only IO of this crate.
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        Bundle::load_dir_layer(dir.as_ref(), 0)
+    }
+
+    pub(crate) fn load_dir_layer(dir: impl AsRef<Path>, depth: usize) -> Result<Self, PolicyError> {
         let dir = dir.as_ref();
         let mut files = BTreeMap::new();
         read_dir_into(dir, dir, &mut files)?;
@@ -46,7 +52,13 @@ impl Bundle {
                 message: "not found".to_string(),
             });
         }
+        crate::layer::embed_dir_base(dir, &mut files, depth)?;
         Ok(Bundle { files })
+    }
+
+    /// What this bundle extends (`default` or a directory), if anything.
+    pub fn extends(&self) -> Option<String> {
+        crate::layer::extends(self)
     }
 
     pub fn files(&self) -> &BTreeMap<String, String> {
@@ -139,6 +151,10 @@ pub struct PolicySpec {
     pub description: String,
     /// The accountable person or team (required).
     pub owner: String,
+    /// The layer below: `default` (the embedded default pack) or a bundle directory relative to
+    /// this one. Its detectors, rules and tests come first and cannot be redefined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     #[serde(default)]
     pub detectors: Vec<DetectorSpec>,
     #[serde(default)]

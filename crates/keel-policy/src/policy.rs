@@ -198,6 +198,15 @@ impl Policy {
     /// Compiles a bundle. Nothing half-loads: any error-level issue fails the whole bundle,
     /// with every issue listed (see [`crate::lint()`]).
     pub fn compile(bundle: &Bundle) -> Result<Policy, PolicyError> {
+        // A layered bundle compiles as its merged layers; the version is the whole bundle's.
+        if let Some(flat) = crate::layer::flatten(bundle)? {
+            let mut p = Policy::compile(&flat).map_err(|e| {
+                PolicyError::Invalid(crate::layer::relocate(bundle, e.issues().to_vec()))
+            })?;
+            p.warnings = crate::layer::relocate(bundle, std::mem::take(&mut p.warnings));
+            p.version = bundle.version_id();
+            return Ok(p);
+        }
         let mut issues: Vec<LintIssue> = Vec::new();
         let Some(yaml) = bundle.get(POLICY_FILE) else {
             return Err(PolicyError::Invalid(vec![LintIssue::error(
