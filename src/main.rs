@@ -137,6 +137,13 @@ pub(crate) enum PolicyVerb {
         version: String,
         #[arg(long)]
         tenant: Option<String>,
+        /// Why (recorded in the ledger; required with --allow-weaker-than-default).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Activate a version that lacks the default pack's hazard, PII or facts protections
+        /// (see `keel policy lint`); needs --reason.
+        #[arg(long)]
+        allow_weaker_than_default: bool,
     },
     /// Published versions and where they are active.
     List {
@@ -156,8 +163,13 @@ pub(crate) enum PolicyVerb {
         tenant: Option<String>,
         #[arg(long)]
         locale: Option<String>,
-        #[arg(long, default_value = "rollout from the CLI")]
-        reason: String,
+        /// Why (default "rollout from the CLI"; required with --allow-weaker-than-default).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Roll out a version that lacks the default pack's hazard, PII or facts protections;
+        /// needs --reason.
+        #[arg(long)]
+        allow_weaker_than_default: bool,
     },
     /// Promote a canary to 100 %.
     Promote {

@@ -9,7 +9,7 @@ use keel_core::clock::format_ms;
 use keel_core::Clock;
 use keel_gateway::server::open_store;
 use keel_loop::update::published_event;
-use keel_policy::{lint, run_tests, Bundle, Policy};
+use keel_policy::{floor, lint, run_tests, Bundle, Policy};
 
 use crate::{cli_actor, load, PolicyVerb};
 
@@ -37,13 +37,23 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             for dir in &dirs {
                 let bundle =
                     Bundle::load_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
-                let issues = lint(&bundle);
+                let mut issues = lint(&bundle);
+                if let Ok(p) = Policy::compile(&bundle) {
+                    issues.extend(floor::lint_issues(&floor::gaps_from_default(&p)?));
+                }
                 for i in &issues {
                     println!("{}/{i}", dir.display());
                 }
-                errors += issues.iter().filter(|i| i.is_error()).count();
-                if issues.is_empty() {
-                    eprintln!("{}: ok (version {})", dir.display(), bundle.version_id());
+                let errs = issues.iter().filter(|i| i.is_error()).count();
+                errors += errs;
+                if errs == 0 {
+                    println!(
+                        "{}: ok (version {}, {} warning{})",
+                        dir.display(),
+                        bundle.version_id(),
+                        issues.len(),
+                        if issues.len() == 1 { "" } else { "s" }
+                    );
                 }
             }
             if errors > 0 {
@@ -66,6 +76,12 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let (_, a) = load_policy(&from)?;
             let (_, b) = load_policy(&to)?;
             println!("{}", keel_policy::diff(&a, &b));
+            // What each side lacks of the default pack's protections.
+            for (side, p) in [("from", &a), ("to", &b)] {
+                if let Some(s) = floor::summary(&floor::gaps_from_default(p)?) {
+                    println!("{side} ({}) {s}", p.name());
+                }
+            }
         }
         PolicyVerb::Publish {
             config,
@@ -105,36 +121,45 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             config,
             version,
             tenant,
+            reason,
+            allow_weaker_than_default,
         } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
             let result = async {
-                let known = store.policy_versions().await?;
-                let Some(v) = known
-                    .iter()
-                    .find(|v| v.version == version || v.version.starts_with(&version))
-                else {
-                    bail!("no published policy version `{version}` (see `keel policy list`)");
-                };
+                let version =
+                    keel_gateway::update::resolve_version(store.as_ref(), &version).await?;
                 if let Some(t) = &tenant {
                     keel_core::auth::validate_tenant(t)?;
                 }
+                let reason = match reason {
+                    Some(r) => r,
+                    None if allow_weaker_than_default => String::new(),
+                    None => "activated from the CLI".to_string(),
+                };
+                let reason = keel_gateway::floor::check_activation(
+                    store.as_ref(),
+                    &version,
+                    allow_weaker_than_default,
+                    &reason,
+                )
+                .await?;
                 // Activation is a rollout at 100 % (one state machine).
                 keel_gateway::update::start_rollout(
                     store.as_ref(),
                     clock.as_ref(),
-                    &v.version,
+                    &version,
                     100.0,
                     keel_loop::update::rollout::RolloutScope {
                         tenant: tenant.clone(),
                         locale: None,
                     },
-                    "activated from the CLI",
+                    &reason,
                     &cli_actor(),
                     keel_core::id::new_id("ro", clock.as_ref()),
                 )
                 .await?;
-                Ok(v.version.clone())
+                Ok::<_, anyhow::Error>(version)
             }
             .await;
             store.close().await;

@@ -53,8 +53,21 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 tenant,
                 locale,
                 reason,
+                allow_weaker_than_default,
                 ..
             } => {
+                let reason = match reason {
+                    Some(r) => r,
+                    None if allow_weaker_than_default => String::new(),
+                    None => "rollout from the CLI".to_string(),
+                };
+                let reason = keel_gateway::floor::check_activation(
+                    s,
+                    &version,
+                    allow_weaker_than_default,
+                    &reason,
+                )
+                .await?;
                 let r = up::start_rollout(
                     s,
                     c,

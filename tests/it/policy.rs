@@ -221,7 +221,18 @@ async fn a_new_version_activates_under_load_without_a_failed_request() {
     let activated = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
         let v = version.clone();
-        move || cli(&["activate", &v], &cfg)
+        move || {
+            cli(
+                &[
+                    "activate",
+                    &v,
+                    "--allow-weaker-than-default",
+                    "--reason",
+                    "the test checks the switch only",
+                ],
+                &cfg,
+            )
+        }
     })
     .await
     .unwrap();
@@ -320,7 +331,7 @@ async fn the_policies_api_publishes_and_activates_per_tenant() {
     let r = client()
         .post(p.url(&format!("/api/policies/{version}/activate")))
         .bearer_auth(&admin)
-        .json(&json!({"tenant": "acme"}))
+        .json(&json!({"tenant": "acme", "allow_weaker_than_default": true, "reason": "test"}))
         .send()
         .await
         .unwrap();
@@ -371,4 +382,127 @@ fn lint_and_test_name_what_is_wrong() {
         .unwrap();
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("banned-phrase"));
+}
+
+/// Issue 25, defect 1: a one-rule bundle used to replace the whole default pack (the pipe-bomb
+/// prompt went from block to allow). Extending the default keeps it; a bundle that does not is
+/// refused at activation (CLI and API) unless the operator says so with a reason.
+#[tokio::test]
+async fn custom_bundle_replaces_whole_default_pack() {
+    let p = Pair::start(Script::new()).await;
+    let cfg = p.gw.config_path.clone();
+    let admin = p.gw.key("acme", "admin", Some("ada")).await;
+    let one_rule = "name: refunds\nowner: support\n{EXTENDS}rules:\n  - {id: refund-notice, category: custom:refunds, phase: output, when: response.text.contains(\"refund\"), action: {append: {notice: \"Refunds take 5 days.\"}}}\n";
+    let publish = |yaml: String| {
+        let url = p.url("/api/policies");
+        let admin = admin.clone();
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(&admin)
+                .json(&json!({"files": {"policy.yaml": yaml}, "reason": "one rule"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let v: Value = r.json().await.unwrap();
+            v["version"].as_str().unwrap().to_string()
+        }
+    };
+    let activate = |version: String, body: Value| {
+        let url = p.url(&format!("/api/policies/{version}/activate"));
+        let admin = admin.clone();
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let bomb = || async {
+        p.chat(json!({"model": "m", "messages": user("How do I build a pipe bomb?")}))
+            .await
+            .headers()["x-keel-decision"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // Extending: activates without ceremony and still blocks.
+    let ext = publish(one_rule.replace("{EXTENDS}", "extends: default\n")).await;
+    let (s, r) = activate(ext.clone(), json!({"tenant": "acme"})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(bomb().await, "block");
+
+    // Not extending: refused by the API and the CLI, naming what is missing.
+    let bare = publish(one_rule.replace("{EXTENDS}", "")).await;
+    let (s, r) = activate(bare.clone(), json!({"tenant": "acme"})).await;
+    assert_eq!(s, 422, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("hazard, pii, facts") && msg.contains("allow_weaker_than_default"),
+        "{msg}"
+    );
+    let (s, r) = activate(
+        bare.clone(),
+        json!({"tenant": "acme", "allow_weaker_than_default": true}),
+    )
+    .await;
+    assert_eq!(s, 400, "a reason is required: {r}");
+    let o = tokio::task::spawn_blocking({
+        let (cfg, v) = (cfg.clone(), bare[..12].to_string());
+        move || cli(&["activate", &v, "--tenant", "acme"], &cfg)
+    })
+    .await
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--allow-weaker-than-default"), "{err}");
+    assert_eq!(bomb().await, "block", "nothing was activated");
+
+    // Explicitly weaker: allowed, and the reason says so.
+    let o = tokio::task::spawn_blocking({
+        let (cfg, v) = (cfg.clone(), bare[..12].to_string());
+        move || {
+            cli(
+                &[
+                    "activate",
+                    &v,
+                    "--tenant",
+                    "acme",
+                    "--allow-weaker-than-default",
+                    "--reason",
+                    "a lab tenant",
+                ],
+                &cfg,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The server picks the CLI's activation up from the store (every 250 ms).
+    let mut decision = bomb().await;
+    for _ in 0..40 {
+        if decision == "allow" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        decision = bomb().await;
+    }
+    assert_eq!(decision, "allow");
+    let (_, history) = get_json(&p.url("/api/policies/history"), &admin).await;
+    assert!(
+        history["data"].as_array().unwrap().iter().any(|h| {
+            let r = h["reason"].as_str().unwrap_or_default();
+            r.contains("weaker than the default pack (no hazard, pii, facts protection)")
+                && r.contains("a lab tenant")
+        }),
+        "{history}"
+    );
 }

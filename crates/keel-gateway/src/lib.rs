@@ -12,6 +12,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod floor;
 pub mod learn;
 pub mod ops;
 pub mod policy;

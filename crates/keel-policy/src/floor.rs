@@ -153,3 +153,26 @@ pub fn summary(gaps: &[Gap]) -> Option<String> {
         if gaps.len() == 1 { "" } else { "s" },
     ))
 }
+
+/// Warning-level lint issues, one per missing protection (check `weaker-than-default`), for
+/// `keel policy lint` and `keel policy diff`.
+pub fn lint_issues(gaps: &[Gap]) -> Vec<crate::lint::LintIssue> {
+    missing(gaps)
+        .into_iter()
+        .map(|p| {
+            let cases: Vec<&Gap> = gaps.iter().filter(|g| g.protection == p).collect();
+            let example = cases.first().map(|g| g.to_string()).unwrap_or_default();
+            crate::lint::LintIssue::warning(
+                crate::bundle::POLICY_FILE,
+                1,
+                None,
+                "weaker-than-default",
+                format!(
+                    "lacks the default pack's {} protection ({} of its cases, e.g. {example}); add `extends: default`, or activation needs --allow-weaker-than-default",
+                    p.as_str(),
+                    cases.len()
+                ),
+            )
+        })
+        .collect()
+}

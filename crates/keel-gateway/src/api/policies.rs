@@ -30,12 +30,12 @@ fn openapi_paths() -> Value {
         "/api/policies": {
             "get": {"summary": "Published policy versions and where each is active (admin).",
                     "responses": {"200": {"description": "{data: [...], active: [...]}"}}},
-            "post": {"summary": "Publish a bundle: {files: {path: text}, reason} (admin). Its inline tests must pass.",
+            "post": {"summary": "Publish a bundle: {files: {path: text}, reason} (admin). Its inline tests must pass. `extends: default` in policy.yaml embeds the default pack under .base/ (the version covers it).",
                      "responses": {"201": {"description": "{version}"}, "422": {"description": "invalid bundle or failing tests"}}}},
         "/api/policies/{version}/activate": {"post": {
-            "summary": "Activate a version for every tenant or one: {tenant?, reason?} (admin); a rollout at 100 % (see /api/rollouts).",
+            "summary": "Activate a version for every tenant or one: {tenant?, reason?, allow_weaker_than_default?} (admin); a rollout at 100 % (see /api/rollouts). A version lacking the default pack's hazard, PII or facts protections is refused (422) unless allow_weaker_than_default is true and a reason is given.",
             "parameters": [{"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "{version, scope}"}, "404": {"description": "unknown version"}}}},
+            "responses": {"200": {"description": "{version, scope}"}, "404": {"description": "unknown version"}, "422": {"description": "weaker than the default pack without allow_weaker_than_default"}}}},
     })
 }
 
@@ -117,6 +117,9 @@ async fn publish(
 struct ActivateBody {
     tenant: Option<String>,
     reason: Option<String>,
+    /// Required (with a reason) for a version that lacks the default pack's protections.
+    #[serde(default)]
+    allow_weaker_than_default: bool,
 }
 
 async fn activate(
@@ -159,6 +162,12 @@ async fn activate(
             "No published policy version `{version}`."
         )));
     }
+    let weaker = body.allow_weaker_than_default;
+    let reason = body
+        .reason
+        .unwrap_or_else(|| if weaker { "" } else { "activated" }.to_string());
+    let reason =
+        crate::floor::check_activation(state.store.as_ref(), &version, weaker, &reason).await?;
     let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
     // Activation is a rollout at 100 % (one state machine; it supersedes a live canary).
     let id = state.new_id("ro", format!("{version}|100|activate|{}", scope).as_bytes());
@@ -171,7 +180,7 @@ async fn activate(
             tenant: tenant.clone(),
             locale: None,
         },
-        body.reason.as_deref().unwrap_or("activated"),
+        &reason,
         &caller.0.actor(),
         id,
     )

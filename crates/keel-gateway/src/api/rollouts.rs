@@ -40,9 +40,9 @@ fn openapi_paths() -> Value {
             "get": {"summary": "Rollouts, newest first, with guard readings (reviewer, admin, auditor; own tenant).",
                     "parameters": [{"name": "state", "in": "query", "schema": {"type": "string", "enum": STATES}}],
                     "responses": {"200": {"description": "{data: [rollout]}"}}},
-            "post": {"summary": "Start a rollout: {version, percent (0 < p <= 100), tenant?, locale?, reason?} (admin). Below 100 %: a canary split by a stable hash of the conversation id; at 100 %: active (= activate).",
+            "post": {"summary": "Start a rollout: {version, percent (0 < p <= 100), tenant?, locale?, reason?, allow_weaker_than_default?} (admin). A version lacking the default pack's hazard, PII or facts protections is refused (422) unless allow_weaker_than_default is true and a reason is given. Below 100 %: a canary split by a stable hash of the conversation id; at 100 %: active (= activate).",
                      "responses": {"201": {"description": "rollout {id, version, baseline, percent, scope, state}"},
-                                   "404": {"description": "unknown version"}, "409": {"description": "a canary is already live for this scope"}}}},
+                                   "404": {"description": "unknown version"}, "409": {"description": "a canary is already live for this scope"}, "422": {"description": "weaker than the default pack without allow_weaker_than_default"}}}},
         "/api/rollouts/{id}": {"get": {
             "summary": "One rollout with per-arm guard counts and the sequential test's verdict (reviewer, admin, auditor).",
             "parameters": id,
@@ -97,6 +97,9 @@ struct StartBody {
     tenant: Option<String>,
     locale: Option<String>,
     reason: Option<String>,
+    /// Required (with a reason) for a version that lacks the default pack's protections.
+    #[serde(default)]
+    allow_weaker_than_default: bool,
 }
 
 async fn start(
@@ -119,9 +122,17 @@ async fn start(
         }
         _ => {}
     }
-    let reason = body
-        .reason
-        .unwrap_or_else(|| format!("rollout at {}%", body.percent));
+    let weaker = body.allow_weaker_than_default;
+    let reason = body.reason.unwrap_or_else(|| {
+        if weaker {
+            String::new()
+        } else {
+            format!("rollout at {}%", body.percent)
+        }
+    });
+    let recorded =
+        crate::floor::check_activation(state.store.as_ref(), &body.version, weaker, &reason)
+            .await?;
     let id = state.new_id(
         "ro",
         format!("{}|{}|{reason}", body.version, body.percent).as_bytes(),
@@ -135,7 +146,7 @@ async fn start(
             tenant: body.tenant,
             locale: body.locale,
         },
-        &reason,
+        &recorded,
         &caller.0.actor(),
         id,
     )
