@@ -348,3 +348,71 @@ async fn cli_facts_set_list_history_import_and_a_running_server_obeys() {
     }
     panic!("the server never corrected the reply: {last}");
 }
+
+/// Issue 25, defect 2: a stream said `x-keel-decision: allow` (headers leave before the body)
+/// while its output was corrected. The header is the input decision (also under its honest
+/// name); the final decision comes on the last chunk (`keel`) and as an HTTP trailer.
+#[tokio::test]
+async fn stream_header_said_allow_when_the_output_was_corrected() {
+    let pieces = ["The consumption", " tax is 8", "%."];
+    let script = Script::new()
+        .then(Reply::stream(pieces, Duration::from_millis(2)))
+        .then(Reply::stream(pieces, Duration::from_millis(2)));
+    let (p, clock, admin) = start(script).await;
+    let (s, v) = post(
+        &p.url("/api/facts"),
+        &admin,
+        json!({"facts": [tax(8, "2014-04-01"), tax(10, "2026-02-01")], "reason": "rates"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    clock.advance_ms(FEB - T0);
+
+    let resp = ask(&p, true).await;
+    assert_eq!(
+        resp.headers()["x-keel-decision"],
+        "allow",
+        "kept: the input decision"
+    );
+    assert_eq!(resp.headers()["x-keel-input-decision"], "allow");
+    assert_eq!(resp.headers()["trailer"], "x-keel-final-decision");
+    let text = resp.text().await.unwrap();
+    let chunks: Vec<Value> = sse_data(&text)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .collect();
+    let last = chunks.last().unwrap();
+    assert_eq!(
+        last["keel"],
+        json!({"decision": "correct", "input_decision": "allow", "output_decision": "correct"}),
+        "{text}"
+    );
+    assert_eq!(
+        chunks.iter().filter(|c| c.get("keel").is_some()).count(),
+        1,
+        "only the last chunk carries it"
+    );
+
+    // The trailer, read off the wire by a client that accepts trailers.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = p.gw.url().trim_start_matches("http://").to_string();
+    let body =
+        json!({"model": "m", "messages": user("What is the consumption tax?"), "stream": true,
+                      "metadata": {"jurisdiction": "JP"}})
+        .to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\nte: trailers\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        p.app,
+        body.len()
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_lowercase();
+    let tail = raw.rsplit("data: [done]").next().unwrap_or_default();
+    assert!(
+        tail.contains("\r\n0\r\nx-keel-final-decision: correct\r\n"),
+        "{raw}"
+    );
+}

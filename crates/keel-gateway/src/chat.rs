@@ -109,6 +109,7 @@ async fn chat_completions(
                 chat.n,
                 &message,
                 chat.include_usage,
+                in_dec.summary(),
             )
         } else {
             Json(body).into_response()

@@ -1,15 +1,24 @@
 //! Streaming replies: relay the upstream's SSE with Keel's id, run the output policy over the
 //! text as it streams (holding back just enough that a redaction never leaks), and hold back
 //! the last chunk until the interaction is committed.
+//!
+//! Headers leave before the body, so `x-keel-decision` on a stream is the **input** decision
+//! (also sent as `x-keel-input-decision`, the honest name). The final decision — input and
+//! output together, e.g. `correct` when a stale fact was corrected mid-stream — is sent at the
+//! end: as a `keel` field on the last chunk before `[DONE]` (`{"decision", "input_decision",
+//! "output_decision"}`) and as the HTTP trailer `x-keel-final-decision` (announced by
+//! `Trailer:`; HTTP/1.1 clients receive it when they send `TE: trailers`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use futures::stream::{BoxStream, StreamExt};
+use http_body::Frame;
+use http_body_util::StreamBody;
 use keel_core::Outcome;
 use keel_policy::{Decision, EvalInput, Policy, StreamGuard};
 use serde_json::{json, Value};
@@ -106,6 +115,40 @@ impl PolicyStream {
         let outputs: Vec<Decision> = self.guards.values().map(StreamGuard::decision).collect();
         enforce::record(&self.in_dec, &outputs)
     }
+
+    /// The `keel` field of the last chunk: final, input and output decisions.
+    fn final_field(&self) -> Value {
+        let outputs: Vec<Decision> = self.guards.values().map(StreamGuard::decision).collect();
+        let refs: Vec<&Decision> = outputs.iter().collect();
+        let mut all = vec![&self.in_dec];
+        all.extend(refs.iter().copied());
+        json!({
+            "decision": enforce::overall(&all).as_str(),
+            "input_decision": self.in_dec.summary(),
+            "output_decision": enforce::overall(&refs).as_str(),
+        })
+    }
+}
+
+/// `x-keel-input-decision`: the input phase's decision, known before the body.
+pub const INPUT_DECISION_HEADER: &str = "x-keel-input-decision";
+/// `x-keel-final-decision`: the HTTP trailer with the final decision of a stream.
+pub const FINAL_DECISION_TRAILER: &str = "x-keel-final-decision";
+
+/// Adds `keel` (the final decision) to an SSE `data:` chunk.
+fn with_final(chunk: &Bytes, keel: &Value) -> Bytes {
+    let text = String::from_utf8_lossy(chunk);
+    let json = text
+        .trim_end()
+        .strip_prefix("data: ")
+        .and_then(|t| serde_json::from_str::<Value>(t).ok());
+    match json {
+        Some(mut v) if v.is_object() => {
+            v["keel"] = keel.clone();
+            sse_data(&v)
+        }
+        _ => chunk.clone(),
+    }
 }
 
 struct Relay {
@@ -120,6 +163,8 @@ struct Relay {
     held: Option<Bytes>,
     out: VecDeque<Bytes>,
     done: bool,
+    /// The final decision once the stream ended (for the trailer).
+    final_decision: Option<String>,
 }
 
 fn sse_data(v: &Value) -> Bytes {
@@ -128,7 +173,9 @@ fn sse_data(v: &Value) -> Bytes {
 
 impl Relay {
     fn stamp(&mut self, p: &mut Pending) {
-        p.decision = Some(self.policy.record());
+        let record = self.policy.record();
+        self.final_decision = record["action"].as_str().map(str::to_string);
+        p.decision = Some(record);
         let original = std::mem::take(&mut self.policy.original);
         if original.texts != p.acc.texts {
             p.upstream_text = Some(original.texts);
@@ -172,7 +219,8 @@ impl Relay {
         match result {
             Ok(()) => {
                 if let Some(h) = self.held.take() {
-                    self.out.push_back(h);
+                    self.out
+                        .push_back(with_final(&h, &self.policy.final_field()));
                 }
                 self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
             }
@@ -278,7 +326,7 @@ impl Relay {
     }
 }
 
-fn sse_response(body: Body, id: &str) -> Response {
+fn sse_response(body: Body, id: &str, input_decision: &str) -> Response {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(
@@ -286,7 +334,23 @@ fn sse_response(body: Body, id: &str) -> Response {
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(input_decision) {
+        h.insert(INPUT_DECISION_HEADER, v);
+    }
+    h.insert(
+        header::TRAILER,
+        HeaderValue::from_static(FINAL_DECISION_TRAILER),
+    );
     with_headers(resp, id)
+}
+
+/// The trailers frame carrying the final decision.
+fn trailers(decision: &str) -> Frame<Bytes> {
+    let mut map = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(decision) {
+        map.insert(HeaderName::from_static(FINAL_DECISION_TRAILER), v);
+    }
+    Frame::trailers(map)
 }
 
 /// Builds the streaming response.
@@ -308,19 +372,30 @@ pub(super) fn respond(
         held: None,
         out: VecDeque::new(),
         done: false,
+        final_decision: None,
     };
-    let stream = futures::stream::unfold(relay, |mut r| async move {
+    let input_decision = relay.policy.in_dec.summary().to_string();
+    let stream = futures::stream::unfold(Some(relay), |state| async move {
+        let mut r = state?;
         loop {
             if let Some(b) = r.out.pop_front() {
-                return Some((Ok::<Bytes, Infallible>(b), r));
+                return Some((Ok::<_, Infallible>(Frame::data(b)), Some(r)));
             }
             if r.done {
-                return None;
+                let decision = r
+                    .final_decision
+                    .take()
+                    .unwrap_or_else(|| input_decision_of(&r));
+                return Some((Ok(trailers(&decision)), None));
             }
             r.step().await;
         }
     });
-    sse_response(Body::from_stream(stream), &id)
+    sse_response(Body::new(StreamBody::new(stream)), &id, &input_decision)
+}
+
+fn input_decision_of(r: &Relay) -> String {
+    r.policy.in_dec.summary().to_string()
 }
 
 /// A blocked request answered as a stream: the rule's message, `content_filter`, `[DONE]`.
@@ -331,22 +406,43 @@ pub(super) fn blocked(
     n: u64,
     message: &str,
     usage: bool,
+    decision: &str,
 ) -> Response {
-    let mut body = String::new();
+    let mut chunks = Vec::new();
     for i in 0..n.max(1) {
         let role = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]});
-        body.push_str(&format!("data: {role}\n\n"));
-        body.push_str(&format!(
-            "data: {}\n\n",
-            enforce::chunk(id, model, created, i, message, Some("content_filter"))
+        chunks.push(role);
+        chunks.push(enforce::chunk(
+            id,
+            model,
+            created,
+            i,
+            message,
+            Some("content_filter"),
         ));
     }
     if usage {
         let u = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}});
-        body.push_str(&format!("data: {u}\n\n"));
+        chunks.push(u);
+    }
+    if let Some(last) = chunks.last_mut() {
+        last["keel"] =
+            json!({"decision": decision, "input_decision": decision, "output_decision": "allow"});
+    }
+    let mut body = String::new();
+    for c in &chunks {
+        body.push_str(&format!("data: {c}\n\n"));
     }
     body.push_str("data: [DONE]\n\n");
-    sse_response(Body::from(body), id)
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from(body))),
+        Ok(trailers(decision)),
+    ];
+    sse_response(
+        Body::new(StreamBody::new(futures::stream::iter(frames))),
+        id,
+        decision,
+    )
 }
