@@ -192,7 +192,7 @@ pub async fn review(verb: ReviewVerb, clock: Arc<dyn Clock>) -> Result<()> {
         ReviewVerb::Show { config, id } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let out = show(store.as_ref(), &id).await;
+            let out = show(store.as_ref(), &id, clock.as_ref()).await;
             store.close().await;
             println!("{}", serde_json::to_string_pretty(&out?)?);
         }
@@ -246,14 +246,14 @@ fn item_ref(r: &ReviewItemRow) -> ItemRef<'_> {
     }
 }
 
-async fn show(store: &dyn Store, id: &str) -> Result<Value> {
+async fn show(store: &dyn Store, id: &str, clock: &dyn Clock) -> Result<Value> {
     let Some(item) = store.review_item(id).await? else {
         bail!("no review item `{id}`");
     };
-    let ix = store.interaction(&item.interaction_id).await?;
-    let labels = store.review_labels(id).await?;
-    Ok(json!({"item": item, "interaction": ix.map(|r| r.record),
-              "labels": labels.iter().map(|e| &e.payload).collect::<Vec<_>>()}))
+    let now = clock.now_ms();
+    let mut out = keel_gateway::review_view::detail(store, &item, now).await?;
+    out["item"] = serde_json::to_value(&item)?;
+    Ok(out)
 }
 
 /// The reviewer behind `token`, able to see `tenant`.

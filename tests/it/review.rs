@@ -855,3 +855,57 @@ async fn alerts_feed_the_queue_and_k_reviewers_agree_from_the_terminal() {
     let (_, k) = p.api("/api/kpis").await;
     assert_eq!(k["data"][0]["reviews"]["agreement"], 0.0, "{k}");
 }
+
+/// Issue 25, defect 3: `keel review show` and `GET /api/reviews/{id}` left out what the user
+/// reported (comment, correct answer, CSAT); both now show the report, the conversation and the
+/// decision with its spans.
+#[tokio::test]
+async fn review_show_omits_the_reporters_comment_correct_answer_and_csat() {
+    let p = Pair::start(Script::new().then(Reply::text("Write to jane@example.com"))).await;
+    let ix = chat(
+        &p,
+        "who do I write to?",
+        json!({"conversation_id": "conv-r"}),
+    )
+    .await;
+    let report = json!({"interaction_id": ix, "csat": 1, "wrong_answer": true,
+        "correct_answer": "support@acme.example", "comment": "that address bounces"});
+    let (s, v, _) = post(&p.url("/v1/feedback"), &p.app, report, None).await;
+    assert_eq!(s, 201, "{v}");
+    let item = v["review_item"].as_str().unwrap().to_string();
+
+    let check = |one: &Value| {
+        let r = &one["reports"][0];
+        assert_eq!(r["comment"], "that address bounces", "{one}");
+        assert_eq!(r["correct_answer"], "support@acme.example");
+        assert_eq!(r["csat"], 1);
+        assert_eq!(r["wrong_answer"], true);
+        let i = &one["interaction"];
+        assert_eq!(i["request_messages"][0]["content"], "who do I write to?");
+        assert_eq!(i["decision"], "redact");
+        assert_eq!(i["response_text"][0], "Write to [EMAIL]");
+        assert_eq!(i["upstream_text"][0], "Write to jane@example.com");
+        let spans = &i["decision_detail"]["output"][0]["spans"];
+        assert_eq!(spans[0]["detector"], "pii", "{i}");
+    };
+    let (s, one) = p.api(&format!("/api/reviews/{item}")).await;
+    assert_eq!(s, 200);
+    check(&one);
+    let cfg = p.gw.config_path.display().to_string();
+    let out = keel(vec![
+        "review".into(),
+        "show".into(),
+        item.clone(),
+        "--config".into(),
+        cfg,
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    check(&shown);
+    assert_eq!(shown["item"]["id"], item.as_str());
+}

@@ -16,6 +16,7 @@ pub mod floor;
 pub mod learn;
 pub mod ops;
 pub mod policy;
+pub mod review_view;
 pub mod routes;
 pub mod server;
 pub mod sim;

@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod kpi;
+pub mod view;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -43,7 +43,7 @@ fn openapi_paths() -> Value {
             ],
             "responses": {"200": {"description": "{data: [review item]}"}}}},
         "/api/reviews/{id}": {"get": {
-            "summary": "One item with its interaction and labels (reviewer, admin, auditor; own tenant).",
+            "summary": "One item with everything a reviewer needs (reviewer, admin, auditor; own tenant): interaction {request_messages, response_text, upstream_text, decision, decision_detail {input, output: rules, spans, signals, facts}, facts, context, policy_version}, reports [{comment, correct_answer, csat, thumbs, wrong_answer, category, received_at}], label_events.",
             "parameters": id,
             "responses": {"200": {"description": "review item"}, "404": {"description": "unknown id"}}}},
         "/api/reviews/{id}/claim": {"post": {
@@ -175,29 +175,11 @@ async fn one(
     let item = visible(&state, &caller, &id).await?;
     let now = state.clock.now_ms();
     let mut body = item_json(&item, now);
-    let ix = state.store.interaction(&item.interaction_id).await?;
-    body["interaction"] = match ix {
-        Some(r) => json!({
-            "id": r.id,
-            "request_messages": r.record["request_messages"],
-            "response_text": r.record["response_text"],
-            "upstream_text": r.record["upstream_text"],
-            "decision": r.record["decision"]["action"],
-        }),
-        None => Value::Null,
-    };
-    let labels = state.store.review_labels(&item.id).await?;
-    body["label_events"] = labels
-        .iter()
-        .map(|e| {
-            let mut v = e.payload.clone();
-            if v.is_object() {
-                v["labelled_at"] = json!(format_ms(e.at_ms));
-                v["actor"] = json!(e.actor);
-            }
-            v
-        })
-        .collect();
+    // The reports (comment, correct answer, CSAT), conversation, decision with spans and facts.
+    let detail = crate::review_view::detail(state.store.as_ref(), &item, now).await?;
+    for k in ["interaction", "reports", "label_events"] {
+        body[k] = detail[k].clone();
+    }
     Ok(Json(body).into_response())
 }
 
