@@ -211,6 +211,10 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
         "{bt}"
     );
     assert_eq!(bt["samples"][0]["interaction_id"], ix.as_str());
+    // Compared with the default pack in force (replayed), not the recording: no drift here.
+    assert_eq!(bt["samples"][0]["base"], "allow");
+    assert_eq!(bt["base_version"].as_str().map(str::len), Some(64), "{bt}");
+    assert_eq!(bt["drift_since_recording"]["flipped"], 0, "{bt}");
     // 5. Two-person rule: an admin who is also "rita" may not approve rita's proposal.
     let rita_admin = e.gw.key("*", "admin", Some("rita")).await;
     let (s, v) = e

@@ -781,7 +781,8 @@ pub async fn candidate_bundle(
 }
 
 /// Replays the interactions of `[since_ms, until_ms)` (one tenant or all; at most `limit`,
-/// newest kept) through `candidate`.
+/// newest kept) through the version in force and through `candidate`: their difference, and
+/// separately the drift since recording.
 pub async fn run_backtest(
     store: &dyn Store,
     candidate: &Policy,
@@ -824,7 +825,11 @@ pub async fn run_backtest(
             }
         }
     }
-    Ok(backtest::run(candidate, &records, &known, 20))
+    // The base: what is in force for the scope now (tenant, else global, else the default
+    // pack), replayed too, so only the candidate's own difference is reported.
+    let (_, base_bundle) = base_bundle(store, tenant).await?;
+    let base = compile_candidate(store, &base_bundle, None).await?;
+    Ok(backtest::compare(&base, candidate, &records, &known, 20))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ fn openapi_paths() -> Value {
             "parameters": id,
             "responses": {"200": {"description": "rollout"}, "404": {"description": "unknown id"}, "409": {"description": "nothing to roll back"}}}},
         "/api/backtests": {"post": {
-            "summary": "Replay recorded interactions through a candidate: {proposal | version, since_ms?, until_ms?, limit?, tenant?} (admin). Default window: the last 7 days.",
-            "responses": {"200": {"description": "{interactions, skipped_erased, flipped, by_rule, by_segment, samples, caught_wrong_answers, caught_violations}"},
+            "summary": "Replay recorded interactions through the version in force (the base) and through a candidate, and report their difference: {proposal | version, since_ms?, until_ms?, limit?, tenant?} (admin). Default window: the last 7 days. Changes between the recording and the base replay are reported apart, in drift_since_recording.",
+            "responses": {"200": {"description": "{candidate_version, base_version, interactions, skipped_erased, flipped, transitions (base -> candidate), by_rule, by_segment, samples, caught_wrong_answers, caught_violations, drift_since_recording {flipped, rules_changed, transitions (recorded -> base), other_version}}"},
                           "404": {"description": "unknown proposal or version"}, "422": {"description": "not a policy candidate"}}}},
         "/api/policies/history": {"get": {
             "summary": "Versions, rollouts, fact changes and proposals in order, with who, why, when, outcome and links (reviewer, admin, auditor; own tenant).",

@@ -1,8 +1,12 @@
-//! Backtests: recorded interactions replayed through a candidate policy (the request as the
-//! client sent it, then the reply as the upstream wrote it) and compared with the decisions
-//! recorded at the time. Erased payloads are skipped and counted. An interaction later known
-//! to be bad (a wrong-answer report, a review verdict) counts as *caught* when the recorded
-//! decision let the reply through unchanged and the candidate would change or withhold it.
+//! Backtests: recorded interactions replayed (the request as the client sent it, then the reply
+//! as the upstream wrote it) through the **base** version (what is in force) and through the
+//! candidate, reporting only their difference ([`compare`]), so a change since recording (other
+//! rules, other versions, new facts) is not blamed on the candidate; that drift — recorded
+//! decision vs base replay — is reported separately ([`Drift`]). [`run`] compares a candidate
+//! with the recorded decisions themselves. Erased payloads are skipped and counted. An
+//! interaction later known to be bad (a wrong-answer report, a review verdict) counts as
+//! *caught* when the base let the reply through unchanged and the candidate would change or
+//! withhold it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,10 +42,31 @@ pub struct SegmentChange {
     pub flipped: u64,
 }
 
+/// Recorded decisions vs the base replayed now: what changed since recording, whatever the
+/// candidate (other versions in force then, rules or facts changed since).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// Interactions whose overall action differs between the recording and the base replay.
+    pub flipped: u64,
+    /// Same action, different rules.
+    pub rules_changed: u64,
+    /// `recorded action → base action` counts.
+    pub transitions: BTreeMap<String, u64>,
+    /// Interactions recorded under another policy version than the base.
+    pub other_version: u64,
+}
+
 /// The report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BacktestReport {
     pub candidate_version: String,
+    /// What the candidate is compared with: the base version replayed (`None`: the recorded
+    /// decisions, [`run`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<String>,
+    /// Recorded vs base (only with a base): not the candidate's doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_since_recording: Option<Drift>,
     /// Interactions replayed.
     pub interactions: u64,
     pub skipped_erased: u64,
@@ -51,7 +76,7 @@ pub struct BacktestReport {
     pub flipped: u64,
     /// Same action, different rules fired.
     pub rules_changed: u64,
-    /// `recorded action → candidate action` counts.
+    /// `base action → candidate action` counts (`recorded → candidate` without a base).
     pub transitions: BTreeMap<String, u64>,
     pub by_rule: Vec<RuleChange>,
     pub by_segment: Vec<SegmentChange>,
@@ -134,15 +159,40 @@ pub fn replay_one(policy: &Policy, rec: &InteractionRecord) -> (ActionKind, BTre
     (action, rules)
 }
 
-/// Replays `records` (`InteractionRecorded` payloads; `null` = erased) through `candidate`.
+/// Replays `records` (`InteractionRecorded` payloads; `null` = erased) through `candidate`
+/// and compares with the decisions recorded at the time.
 pub fn run(
     candidate: &Policy,
     records: &[Value],
     known: &BTreeMap<String, Known>,
     max_samples: usize,
 ) -> BacktestReport {
+    run_with(candidate, None, records, known, max_samples)
+}
+
+/// Replays `records` through `base` and through `candidate` and reports their difference only;
+/// the recorded decisions vs `base` go to `drift_since_recording`.
+pub fn compare(
+    base: &Policy,
+    candidate: &Policy,
+    records: &[Value],
+    known: &BTreeMap<String, Known>,
+    max_samples: usize,
+) -> BacktestReport {
+    run_with(candidate, Some(base), records, known, max_samples)
+}
+
+fn run_with(
+    candidate: &Policy,
+    base: Option<&Policy>,
+    records: &[Value],
+    known: &BTreeMap<String, Known>,
+    max_samples: usize,
+) -> BacktestReport {
     let mut rep = BacktestReport {
         candidate_version: candidate.version().to_string(),
+        base_version: base.map(|b| b.version().to_string()),
+        drift_since_recording: base.map(|_| Drift::default()),
         ..BacktestReport::default()
     };
     let mut rules: BTreeMap<String, RuleChange> = BTreeMap::new();
@@ -162,8 +212,27 @@ pub fn run(
         }
         rep.interactions += 1;
         let decision = rec.decision.clone().unwrap_or(Value::Null);
-        let before = action_of(decision["action"].as_str().unwrap_or("allow"));
-        let before_rules = recorded_rules(&decision);
+        let recorded = action_of(decision["action"].as_str().unwrap_or("allow"));
+        let recorded_rules = recorded_rules(&decision);
+        let (before, before_rules) = match base {
+            Some(b) => {
+                let (a, r) = replay_one(b, &rec);
+                if let Some(d) = rep.drift_since_recording.as_mut() {
+                    if a != recorded {
+                        d.flipped += 1;
+                        *d.transitions
+                            .entry(format!("{} -> {}", recorded.as_str(), a.as_str()))
+                            .or_default() += 1;
+                    } else if r != recorded_rules {
+                        d.rules_changed += 1;
+                    }
+                    d.other_version +=
+                        u64::from(rec.policy_version.as_deref() != Some(b.version()));
+                }
+                (a, r)
+            }
+            None => (recorded, recorded_rules),
+        };
         let (after, after_rules) = replay_one(candidate, &rec);
         let seg_key = format!(
             "{}/{}/{}",
@@ -217,7 +286,8 @@ pub fn run(
                 rep.samples.push(json!({
                     "interaction_id": rec.id,
                     "segment": seg.segment,
-                    "recorded": before.as_str(),
+                    "recorded": recorded.as_str(),
+                    "base": before.as_str(),
                     "candidate": after.as_str(),
                     "rules_added": after_rules.difference(&before_rules).collect::<Vec<_>>(),
                     "rules_removed": before_rules.difference(&after_rules).collect::<Vec<_>>(),
@@ -296,5 +366,46 @@ mod tests {
         assert_eq!(r.by_rule[0].flipped, 2);
         assert_eq!(r.by_segment[0].segment, "acme/en/-");
         assert_eq!(r.samples.len(), 1);
+    }
+
+    /// Issue 25, defect 4: a backtest blamed the candidate for every difference since
+    /// recording. Here the recording predates the default pack's PII rule (recorded `allow`
+    /// on a reply with an e-mail address) and the candidate adds a brand rewrite: only the
+    /// rewrite is the candidate's; the redaction is drift.
+    #[test]
+    fn backtest_blames_the_wrong_change() {
+        let base_bundle = keel_policy::Bundle::from_files(&keel_policy::default_pack_files());
+        let base = Policy::compile(&base_bundle).unwrap();
+        let s: crate::review::Suggestion =
+            serde_json::from_value(json!({"kind": "rewrite", "from": "Acme Corp", "to": "ACME"}))
+                .unwrap();
+        let d = super::super::proposal::draft_policy(&base_bundle, &s, "pr_x", "brand").unwrap();
+        let candidate = Policy::compile(&d.bundle).unwrap();
+        let records = vec![
+            record("ix_1", "hello", "Acme Corp says hi", "allow", "ok"),
+            record("ix_2", "hello", "mail jane@example.com", "allow", "ok"),
+            record("ix_3", "hello", "nothing to see", "allow", "ok"),
+        ];
+        let check = |r: &BacktestReport, flipped: u64, transitions: &[(&str, u64)]| {
+            assert_eq!(r.flipped, flipped, "{r:?}");
+            let want: BTreeMap<String, u64> = transitions
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            assert_eq!(r.transitions, want);
+        };
+        // Against the recording, the redaction is wrongly blamed on the candidate.
+        let old = run(&candidate, &records, &BTreeMap::new(), 5);
+        check(&old, 2, &[("allow -> redact", 1), ("allow -> rewrite", 1)]);
+        // Against the base replayed, only the rewrite is the candidate's.
+        let r = compare(&base, &candidate, &records, &BTreeMap::new(), 5);
+        check(&r, 1, &[("allow -> rewrite", 1)]);
+        assert_eq!(r.by_rule.len(), 1);
+        assert_eq!(r.by_rule[0].rule, "proposal-x");
+        assert_eq!(r.base_version.as_deref(), Some(base.version()));
+        let drift = r.drift_since_recording.unwrap();
+        assert_eq!(drift.flipped, 1);
+        assert_eq!(drift.transitions["allow -> redact"], 1);
+        assert_eq!(drift.other_version, 3, "recorded without a version");
     }
 }
