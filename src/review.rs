@@ -412,9 +412,15 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
                 fmt(&v["ci95"][1])
             );
         }
-        for (cat, v) in c["violations"].as_object().into_iter().flatten() {
+        let by_category = ["violations", "interventions"].into_iter().flat_map(|k| {
+            c[k].as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(cat, v)| (k, cat, v))
+        });
+        for (kind, cat, v) in by_category {
             println!(
-                "violations:{cat}\t{}\t{}\t{}\t[{}, {}]",
+                "{kind}:{cat}\t{}\t{}\t{}\t[{}, {}]",
                 fmt(&v["a"]),
                 fmt(&v["b"]),
                 fmt(&v["diff"]),

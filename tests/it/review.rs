@@ -529,7 +529,9 @@ async fn kpis_and_exports_from_a_test_run() {
     let ci = r["escalations"]["ci95"].as_array().unwrap();
     assert!((ci[0].as_f64().unwrap() - 0.0567).abs() < 1e-3, "{ci:?}");
     assert!((ci[1].as_f64().unwrap() - 0.5098).abs() < 1e-3, "{ci:?}");
-    assert_eq!(r["violations"]["custom:refunds"]["count"], 2);
+    // Refund requests escalated at input: interventions, not the model's violations.
+    assert_eq!(r["interventions"]["custom:refunds"]["count"], 2);
+    assert!(r["violations"].get("custom:refunds").is_none(), "{r}");
     assert_eq!(r["wrong_answer_reviews"]["count"], 1);
     assert_eq!(r["wrong_answer_reviews"]["n"], 2);
     assert_eq!(r["review_violations"]["custom:refunds"]["count"], 1);

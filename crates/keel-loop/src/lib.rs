@@ -2,7 +2,7 @@
 //! the event log, drift detectors per segment, and alert drafts.
 //! `review`: feedback, handoffs, the review queue's rules, KPIs and
 //! datasets. `update`: policy versions as events (publish, activate). `facts`: versions of facts
-//! with effective dates as `FactSet` events, and bulk import.
+//! with effective dates as `FactSet` events, and bulk import. `vocab`: violation vs intervention.
 //!
 //! Pure: the caller feeds events and persists what comes back; time is the events' own time
 //! (from the injected clock), so simulated time works. Never knows about HTTP or SQL.
@@ -11,6 +11,7 @@ pub mod error;
 pub mod facts;
 pub mod review;
 pub mod update;
+pub mod vocab;
 pub mod watch;
 
 pub use error::LoopError;

@@ -24,7 +24,7 @@ fn router() -> Router<AppState> {
 fn openapi_paths() -> Value {
     let s = json!({"type": "string"});
     json!({"/api/kpis": {"get": {
-        "summary": "KPIs per bucket and segment: CSAT mean and distribution, wrong-answer rate (reports, reviews), violation rate by category, escalation rate (95% Wilson intervals), mean and p90 time to human, review load and backlog age; `learned`: the learned monitor's labels with examples and prequential precision/recall (one model for all tenants). With compare_from/compare_to or compare_policies=A,B: the differences and their 95% intervals (reviewer, admin, auditor; own tenant).",
+        "summary": "KPIs per bucket and segment: CSAT mean and distribution, wrong-answer rate (reports, reviews), violation rate (output rules that blocked or redacted: the model said something forbidden) and intervention rate (any rule that changed the reply) by category, escalation rate (95% Wilson intervals), mean and p90 time to human, review load and backlog age; `learned`: the learned monitor's labels with examples and prequential precision/recall (one model for all tenants). With compare_from/compare_to or compare_policies=A,B: the differences and their 95% intervals (reviewer, admin, auditor; own tenant).",
         "parameters": [
             {"name": "from", "in": "query", "schema": s, "description": "RFC 3339, YYYY-MM-DD, Unix ms or a span back (7d); default 7d"},
             {"name": "to", "in": "query", "schema": s, "description": "exclusive; default now"},

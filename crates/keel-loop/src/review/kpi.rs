@@ -1,5 +1,5 @@
-//! KPIs from the event log: CSAT, wrong-answer rate (reports and reviews), violation rate by
-//! category, escalation rate, time to human, review load and backlog, per time bucket and
+//! KPIs from the event log: CSAT, wrong-answer rate (reports and reviews), violation and
+//! intervention rates by category (see [`crate::vocab`]), escalation rate, time to human, review load and backlog, per time bucket and
 //! segment, with 95% Wilson intervals; comparisons of two periods or policy versions with the
 //! difference's interval (Newcombe for rates, Welch for means). Pure: events and items in, rows
 //! out.
@@ -226,8 +226,12 @@ pub struct KpiRow {
     pub wrong_answer_reviews: Proportion,
     /// Interactions the policy escalated, out of interactions.
     pub escalations: Proportion,
-    /// Interactions where a rule of the category blocked, redacted, rewrote or escalated.
+    /// Violations: interactions where an output rule of the category blocked or redacted the
+    /// reply (the model said something forbidden; [`crate::vocab`]).
     pub violations: BTreeMap<String, Proportion>,
+    /// Interventions: interactions where a rule of the category (either phase) changed the
+    /// reply — blocked, escalated, redacted, rewrote, corrected or appended.
+    pub interventions: BTreeMap<String, Proportion>,
     /// Reviews with verdict `violation` of the category, out of reviews.
     pub review_violations: BTreeMap<String, Proportion>,
     pub time_to_human: TimeToHuman,
@@ -244,6 +248,7 @@ struct Acc {
     wrong_reported: BTreeSet<String>,
     escalations: u64,
     violations: BTreeMap<String, u64>,
+    interventions: BTreeMap<String, u64>,
     reviews: u64,
     review_wrong: u64,
     review_violations: BTreeMap<String, u64>,
@@ -257,26 +262,6 @@ type Key = (i64, Vec<String>);
 
 /// A handoff's own time, its event and its group.
 type HandoffAt = (i64, String, Vec<String>);
-
-const VIOLATING: [&str; 4] = ["block", "redact", "rewrite", "escalate"];
-
-fn categories(decision: &Value) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut scan = |d: &Value| {
-        for r in d["rules"].as_array().into_iter().flatten() {
-            if r["action"].as_str().is_some_and(|a| VIOLATING.contains(&a)) {
-                if let Some(c) = r["category"].as_str() {
-                    out.insert(c.to_string());
-                }
-            }
-        }
-    };
-    scan(&decision["input"]);
-    for d in decision["output"].as_array().into_iter().flatten() {
-        scan(d);
-    }
-    out
-}
 
 impl KpiQuery {
     fn bucket(&self, at_ms: i64) -> Option<i64> {
@@ -357,8 +342,11 @@ pub fn compute(q: &KpiQuery, events: &[StoredEvent], items: &[ItemFact]) -> Vec<
                 if p["decision"]["action"].as_str() == Some("escalate") {
                     a.escalations += 1;
                 }
-                for c in categories(&p["decision"]) {
+                for c in crate::vocab::violation_categories(&p["decision"]) {
                     *a.violations.entry(c).or_default() += 1;
+                }
+                for c in crate::vocab::intervention_categories(&p["decision"]) {
+                    *a.interventions.entry(c).or_default() += 1;
                 }
             }
             k if k == kinds::FEEDBACK => {
@@ -485,6 +473,7 @@ fn row(q: &KpiQuery, b: i64, group: Vec<String>, a: Acc, ages: Vec<i64>) -> KpiR
         wrong_answer_reviews: Proportion::new(a.review_wrong, a.reviews),
         escalations: Proportion::new(a.escalations, a.interactions),
         violations: rate_map(a.violations, a.interactions),
+        interventions: rate_map(a.interventions, a.interactions),
         review_violations: rate_map(a.review_violations, a.reviews),
         time_to_human: TimeToHuman {
             n: a.tth.len() as u64,
@@ -529,25 +518,28 @@ pub fn compare(a: &KpiRow, b: &KpiRow) -> Value {
         }
         _ => json!({"a": a.csat.mean, "b": b.csat.mean, "diff": null, "ci95": null}),
     };
-    let mut violations = serde_json::Map::new();
-    let cats: BTreeSet<&String> = a.violations.keys().chain(b.violations.keys()).collect();
-    for c in cats {
-        let zero_a = Proportion::new(0, a.interactions);
-        let zero_b = Proportion::new(0, b.interactions);
-        violations.insert(
-            c.clone(),
-            diff_rate(
-                a.violations.get(c).unwrap_or(&zero_a),
-                b.violations.get(c).unwrap_or(&zero_b),
-            ),
-        );
-    }
+    let by_category = |fa: &BTreeMap<String, Proportion>, fb: &BTreeMap<String, Proportion>| {
+        let mut out = serde_json::Map::new();
+        let cats: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+        for c in cats {
+            let zero_a = Proportion::new(0, a.interactions);
+            let zero_b = Proportion::new(0, b.interactions);
+            out.insert(
+                c.clone(),
+                diff_rate(fa.get(c).unwrap_or(&zero_a), fb.get(c).unwrap_or(&zero_b)),
+            );
+        }
+        out
+    };
+    let violations = by_category(&a.violations, &b.violations);
+    let interventions = by_category(&a.interventions, &b.interventions);
     json!({
         "csat_mean": csat,
         "wrong_answer_reports": diff_rate(&a.wrong_answer_reports, &b.wrong_answer_reports),
         "wrong_answer_reviews": diff_rate(&a.wrong_answer_reviews, &b.wrong_answer_reviews),
         "escalations": diff_rate(&a.escalations, &b.escalations),
         "violations": violations,
+        "interventions": interventions,
         "time_to_human_mean_ms": {
             "a": a.time_to_human.mean_ms, "b": b.time_to_human.mean_ms,
             "diff": a.time_to_human.mean_ms.zip(b.time_to_human.mean_ms).map(|(x, y)| x - y)
@@ -578,7 +570,7 @@ fn fmt_opt(v: Option<f64>, scale: f64, digits: usize) -> String {
 /// `fmt_time` renders a bucket start.
 pub fn table(rows: &[KpiRow], fmt_time: &dyn Fn(i64) -> String) -> String {
     let mut out = String::from(
-        "BUCKET\tGROUP\tINTERACTIONS\tCSAT_MEAN\tCSAT_1..5\tWRONG_REPORTED\tWRONG_REVIEWED\tESCALATED\tVIOLATIONS\tTTH_MEAN_S\tTTH_P90_S\tREVIEWS_NEW\tREVIEWS_DONE\tBACKLOG\tBACKLOG_AGE_MAX_S\tAGREEMENT\n",
+        "BUCKET\tGROUP\tINTERACTIONS\tCSAT_MEAN\tCSAT_1..5\tWRONG_REPORTED\tWRONG_REVIEWED\tESCALATED\tVIOLATIONS\tINTERVENTIONS\tTTH_MEAN_S\tTTH_P90_S\tREVIEWS_NEW\tREVIEWS_DONE\tBACKLOG\tBACKLOG_AGE_MAX_S\tAGREEMENT\n",
     );
     for r in rows {
         let group = if r.group.is_empty() {
@@ -590,18 +582,21 @@ pub fn table(rows: &[KpiRow], fmt_time: &dyn Fn(i64) -> String) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let violations = if r.violations.is_empty() {
-            "-".to_string()
-        } else {
-            r.violations
-                .iter()
-                .map(|(k, p)| format!("{k}:{}", p.count))
-                .collect::<Vec<_>>()
-                .join(",")
+        let by_category = |m: &BTreeMap<String, Proportion>| {
+            if m.is_empty() {
+                "-".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, p)| format!("{k}:{}", p.count))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
         };
+        let violations = by_category(&r.violations);
+        let interventions = by_category(&r.interventions);
         let d = r.csat.distribution;
         out.push_str(&format!(
-            "{}\t{}\t{}\t{}\t{}/{}/{}/{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}\t{}\t{}\t{}/{}/{}/{}/{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             fmt_time(r.bucket_start_ms),
             group,
             r.interactions,
@@ -615,6 +610,7 @@ pub fn table(rows: &[KpiRow], fmt_time: &dyn Fn(i64) -> String) -> String {
             fmt_rate(&r.wrong_answer_reviews),
             fmt_rate(&r.escalations),
             violations,
+            interventions,
             fmt_opt(r.time_to_human.mean_ms, 1000.0, 1),
             fmt_opt(r.time_to_human.p90_ms, 1000.0, 1),
             r.reviews.created,
@@ -690,6 +686,8 @@ mod tests {
             let action = if i < 2 { "escalate" } else { "allow" };
             let rules = if i == 3 {
                 json!([{"id": "r", "category": "S7", "severity": "low", "action": "redact"}])
+            } else if i == 4 {
+                json!([{"id": "fix", "category": "custom:brand", "severity": "low", "action": "rewrite"}])
             } else {
                 json!([])
             };
@@ -760,6 +758,14 @@ mod tests {
         let ci = r.escalations.ci95.unwrap();
         assert!(close(ci[0], 0.0567) && close(ci[1], 0.5098), "{ci:?}");
         assert_eq!(r.violations["S7"].count, 1);
+        // A fix's rewrite is an intervention, not a violation (issue 25, defect 5).
+        assert!(
+            !r.violations.contains_key("custom:brand"),
+            "{:?}",
+            r.violations
+        );
+        assert_eq!(r.interventions["custom:brand"].count, 1);
+        assert_eq!(r.interventions["S7"].count, 1);
         assert_eq!(r.wrong_answer_reviews.count, 1);
         assert_eq!(r.wrong_answer_reviews.n, 2);
         assert_eq!(r.time_to_human.n, 2);

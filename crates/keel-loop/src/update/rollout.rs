@@ -683,10 +683,7 @@ impl Tracker {
                     return;
                 };
                 let d = &ev.payload["decision"];
-                let outputs = d["output"].as_array().cloned().unwrap_or_default();
-                let violated = outputs
-                    .iter()
-                    .any(|o| matches!(o["action"].as_str(), Some("block" | "redact")));
+                let violated = crate::vocab::violated(d);
                 let escalated = d["action"] == "escalate";
                 if let Some(a) = t.arm_mut(&arm) {
                     a.interactions += 1;
