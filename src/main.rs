@@ -10,6 +10,7 @@ mod policy;
 mod review;
 mod sim;
 mod update;
+mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -120,7 +121,15 @@ pub(crate) enum PolicyVerb {
         dirs: Vec<PathBuf>,
     },
     /// What changed between two bundles.
-    Diff { from: PathBuf, to: PathBuf },
+    Diff {
+        /// A bundle directory, or a published version id (or unambiguous prefix; needs --config).
+        from: PathBuf,
+        /// Same as FROM.
+        to: PathBuf,
+        /// The config whose store holds published versions (also KEEL_CONFIG).
+        #[arg(long, env = "KEEL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Publish a bundle as a new version (prints the version id); its tests must pass.
     Publish {
         #[command(flatten)]

@@ -13,7 +13,7 @@ use keel_policy::{floor, lint, run_tests, Bundle, Policy};
 
 use crate::{cli_actor, load, PolicyVerb};
 
-fn load_policy(dir: &PathBuf) -> Result<(Bundle, Policy)> {
+pub(crate) fn load_policy(dir: &PathBuf) -> Result<(Bundle, Policy)> {
     let bundle = Bundle::load_dir(dir).with_context(|| format!("loading {}", dir.display()))?;
     let policy = Policy::compile(&bundle).map_err(|e| {
         let issues: Vec<String> = e
@@ -72,9 +72,9 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 bail!("{failed} policy test cases failed");
             }
         }
-        PolicyVerb::Diff { from, to } => {
-            let (_, a) = load_policy(&from)?;
-            let (_, b) = load_policy(&to)?;
+        PolicyVerb::Diff { from, to, config } => {
+            let a = crate::versions::dir_or_version(&from, config.as_deref()).await?;
+            let b = crate::versions::dir_or_version(&to, config.as_deref()).await?;
             println!("{}", keel_policy::diff(&a, &b));
             // What each side lacks of the default pack's protections.
             for (side, p) in [("from", &a), ("to", &b)] {

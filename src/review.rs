@@ -459,6 +459,9 @@ async fn kpis_inner(
         let (va, vb) = pair
             .split_once(',')
             .context("--compare-policies: expected A,B")?;
+        let va = keel_gateway::update::resolve_recorded_version(store, va).await?;
+        let vb = keel_gateway::update::resolve_recorded_version(store, vb).await?;
+        let (va, vb) = (va.as_str(), vb.as_str());
         let all = load_kpis(
             store,
             tenant,

@@ -506,3 +506,105 @@ async fn custom_bundle_replaces_whole_default_pack() {
         "{history}"
     );
 }
+
+/// Issue 25, defect 6: `kpis --compare-policies` with the 12-character ids that `history` and
+/// `diff` print, or with unknown ids, returned an empty comparison and exit 0. One resolver
+/// now serves every verb: prefixes work, unknown and ambiguous ids are errors.
+#[tokio::test]
+async fn version_ids_compare_policies_with_short_ids() {
+    let p = Pair::start(Script::new()).await;
+    let cfg = p.gw.config_path.clone();
+    let r = p
+        .chat(json!({"model": "m", "messages": user("hello")}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let default = keel_policy::Policy::default_pack()
+        .unwrap()
+        .version()
+        .to_string();
+    let short = default[..12].to_string();
+    let kpis = |pair: String| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            keel_bin()
+                .args(["kpis", "--json", "--compare-policies", &pair, "--config"])
+                .arg(&cfg)
+                .output()
+                .unwrap()
+        })
+    };
+    let o = kpis(format!("{short},{short}")).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = out.to_string();
+    assert!(
+        text.contains("\"n\":1") || text.contains("\"a\":"),
+        "{text}"
+    );
+    let o = kpis(format!("000000000000,{short}")).await.unwrap();
+    assert!(!o.status.success(), "unknown ids fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no policy version `000000000000`"), "{err}");
+    let o = kpis(format!("{},{short}", &default[..4])).await.unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("too short"));
+
+    let admin = p.gw.key("*", "admin", Some("ada")).await;
+    let (s, v) = get_json(
+        &p.url(&format!(
+            "/api/kpis?from=0&compare_policies={short},{short}"
+        )),
+        &admin,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["comparison"]["a"]["policy_version"], default.as_str());
+    let (s, v) = get_json(
+        &p.url(&format!(
+            "/api/kpis?from=0&compare_policies=000000000000,{short}"
+        )),
+        &admin,
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    assert_error_shape(&v);
+
+    // `policy diff` takes the same ids (or directories).
+    let strict = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/policies/strict");
+    let r = client()
+        .post(p.url("/api/policies"))
+        .bearer_auth(&admin)
+        .json(&json!({"files": {"policy.yaml": std::fs::read_to_string(format!("{strict}/policy.yaml")).unwrap()}, "reason": "diff"}))
+        .send()
+        .await
+        .unwrap();
+    let published: Value = r.json().await.unwrap();
+    let v12 = published["version"].as_str().unwrap()[..12].to_string();
+    let diff = |a: String| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            keel_bin()
+                .args([
+                    "policy",
+                    "diff",
+                    &a,
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default"),
+                    "--config",
+                ])
+                .arg(&cfg)
+                .output()
+                .unwrap()
+        })
+    };
+    let o = diff(v12).await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("banned-phrase"), "{out}");
+    assert!(
+        out.contains("from (strict-test) lacks the default pack's"),
+        "{out}"
+    );
+    let o = diff("000000000000".into()).await.unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no policy version"));
+}

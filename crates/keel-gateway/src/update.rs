@@ -71,21 +71,36 @@ pub fn rollout_of(r: &RolloutRow) -> Rollout {
     }
 }
 
-/// A published version by exact id or unique prefix (at least 8 characters).
+/// A published version by exact id or unique prefix (at least 8 characters): the one resolver
+/// ([`keel_policy::version::resolve`]) behind every verb and endpoint that takes a version.
 pub async fn resolve_version(store: &dyn Store, v: &str) -> Result<String, GatewayError> {
     let versions = store.policy_versions().await?;
-    if let Some(x) = versions.iter().find(|x| x.version == v) {
-        return Ok(x.version.clone());
-    }
-    let hits: Vec<_> = versions
-        .iter()
-        .filter(|x| v.len() >= 8 && x.version.starts_with(v))
-        .collect();
-    match hits.as_slice() {
-        [one] => Ok(one.version.clone()),
-        _ => Err(GatewayError::NotFound(format!(
-            "No published policy version `{v}`."
-        ))),
+    keel_policy::version::resolve(v, versions.iter().map(|x| x.version.as_str()))
+        .map_err(version_error)
+}
+
+/// Like [`resolve_version`], also accepting the embedded default pack's version (interactions
+/// served before anything was published record it).
+pub async fn resolve_recorded_version(store: &dyn Store, v: &str) -> Result<String, GatewayError> {
+    let versions = store.policy_versions().await?;
+    let default = keel_policy::Policy::default_pack()
+        .map(|p| p.version().to_string())
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    keel_policy::version::resolve(
+        v,
+        versions
+            .iter()
+            .map(|x| x.version.as_str())
+            .chain([default.as_str()]),
+    )
+    .map_err(version_error)
+}
+
+/// A version resolver error as the API reports it (404 unknown, 400 ambiguous or too short).
+pub fn version_error(e: keel_policy::PolicyError) -> GatewayError {
+    match e {
+        keel_policy::PolicyError::UnknownVersion(m) => GatewayError::NotFound(m),
+        other => GatewayError::bad_param("version", other.to_string()),
     }
 }
 

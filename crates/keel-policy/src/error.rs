@@ -14,6 +14,12 @@ pub enum PolicyError {
     /// The bundle directory or one of its files could not be read.
     #[error("cannot read policy bundle at {path}: {message}")]
     Io { path: String, message: String },
+    /// No version has this id or prefix.
+    #[error("{0}")]
+    UnknownVersion(String),
+    /// A version id that is ambiguous or too short.
+    #[error("{0}")]
+    Version(String),
 }
 
 fn render_issues(issues: &[LintIssue]) -> String {
@@ -32,6 +38,8 @@ impl PolicyError {
         match self {
             PolicyError::Invalid(_) => 422,
             PolicyError::Io { .. } => 500,
+            PolicyError::UnknownVersion(_) => 404,
+            PolicyError::Version(_) => 400,
         }
     }
 
@@ -39,7 +47,7 @@ impl PolicyError {
     pub fn issues(&self) -> &[LintIssue] {
         match self {
             PolicyError::Invalid(issues) => issues,
-            PolicyError::Io { .. } => &[],
+            _ => &[],
         }
     }
 }

@@ -82,6 +82,7 @@ mod normalize;
 pub mod policy;
 pub mod stream;
 pub mod testing;
+pub mod version;
 
 pub use bundle::{Bundle, PolicySpec, Severity};
 pub use decision::{ActionKind, Decision, MatchedSpan, RuleHit, SignalSummary, TransformedText};

@@ -32,7 +32,7 @@ fn openapi_paths() -> Value {
             {"name": "group_by", "in": "query", "schema": s, "description": "comma list of tenant, locale, jurisdiction, policy_version, topic"},
             {"name": "compare_from", "in": "query", "schema": s},
             {"name": "compare_to", "in": "query", "schema": s},
-            {"name": "compare_policies", "in": "query", "schema": s, "description": "A,B: two policy versions over [from, to)"}
+            {"name": "compare_policies", "in": "query", "schema": s, "description": "A,B: two policy versions over [from, to), each a full id or an unambiguous prefix of at least 8 characters (404 unknown, 400 ambiguous)"}
         ],
         "responses": {"200": {"description": "{data: [row], comparison?}"}, "400": {"description": "invalid parameter"}}
     }}})
@@ -198,6 +198,11 @@ async fn kpis(
                 "Invalid 'compare_policies': expected A,B.",
             ));
         };
+        // The one resolver: full ids or unambiguous prefixes; unknown ids are errors.
+        let store = state.store.as_ref();
+        let va = crate::update::resolve_recorded_version(store, va).await?;
+        let vb = crate::update::resolve_recorded_version(store, vb).await?;
+        let (va, vb) = (va.as_str(), vb.as_str());
         let rows = load(
             state.store.as_ref(),
             tenant.as_deref(),

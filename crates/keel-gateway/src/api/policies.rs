@@ -151,17 +151,7 @@ async fn activate(
                 .into(),
         ));
     }
-    if !state
-        .store
-        .policy_versions()
-        .await?
-        .iter()
-        .any(|v| v.version == version)
-    {
-        return Err(GatewayError::NotFound(format!(
-            "No published policy version `{version}`."
-        )));
-    }
+    let version = crate::update::resolve_version(state.store.as_ref(), &version).await?;
     let weaker = body.allow_weaker_than_default;
     let reason = body
         .reason

@@ -86,7 +86,10 @@ mod tests {
             &[report.clone(), other.clone()],
             &[("comment", json!("the tax is 10% now"))],
         );
-        check(std::slice::from_ref(&report), &[("correct_answer", json!("10%"))]);
+        check(
+            std::slice::from_ref(&report),
+            &[("correct_answer", json!("10%"))],
+        );
         check(&[report], &[("csat", json!(1))]);
         check(&[other], &[]);
     }
