@@ -224,11 +224,14 @@ pub(crate) enum PolicyVerb {
     Propose {
         #[command(flatten)]
         config: ConfigArg,
+        /// Draft from a review item's label (its suggestion).
         #[arg(long, conflicts_with = "suggestion")]
         review: Option<String>,
-        #[arg(long)]
+        /// Draft from a suggestion given as JSON (then --reason is required).
+        #[arg(long, required_unless_present = "review")]
         suggestion: Option<String>,
-        #[arg(long)]
+        /// Why. Required with --suggestion; with --review it defaults to "review RV".
+        #[arg(long, required_unless_present = "review")]
         reason: Option<String>,
     },
     /// Proposals, newest first.

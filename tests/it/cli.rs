@@ -315,3 +315,35 @@ fn the_example_config_is_the_readme_config() {
     let cfg = keel_gateway::Config::from_toml_str(&example).unwrap();
     assert_eq!(cfg.upstreams[0].base_url, "http://127.0.0.1:11434/v1");
 }
+
+/// Issue 25, defect 7: `propose` required `--reason` while the README and `--help` showed it
+/// optional; `review label` required `--verdict` while the README showed it optional. The
+/// README's synopsis and the CLI now agree (reasons stay required for direct suggestions).
+#[test]
+fn propose_reason_and_label_verdict_docs_disagree_with_cli() {
+    let readme = include_str!("../../README.md");
+    let cfg = std::path::Path::new("unused.toml");
+    let check = |args: &[&str], readme_line: &str, needle: &str| {
+        assert!(readme.contains(readme_line), "README shows: {readme_line}");
+        let out = run(args, cfg);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    check(
+        &["policy", "propose", "--suggestion", "{}"],
+        "--suggestion JSON --reason \"why\")",
+        "--reason",
+    );
+    check(
+        &["review", "label", "rv_1", "--key", "k"],
+        "--verdict ok|violation|wrong_answer|outdated [",
+        "--verdict",
+    );
+    let help = keel_bin()
+        .args(["policy", "propose", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Required with --suggestion"), "{help}");
+}
