@@ -364,10 +364,9 @@ impl Config {
     }
 
     fn from_figment(figment: Figment, origin: &str) -> Result<Self, GatewayError> {
-        let config: Config = figment.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            GatewayError::Config(format!("{origin}: {}", msgs.join("; ")))
-        })?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| GatewayError::Config(crate::config_error::describe(origin, e)))?;
         config.validate()?;
         Ok(config)
     }

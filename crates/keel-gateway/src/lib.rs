@@ -10,6 +10,7 @@ pub mod auth;
 pub mod background;
 pub mod chat;
 pub mod config;
+pub mod config_error;
 pub mod error;
 pub mod extract;
 pub mod floor;
