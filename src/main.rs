@@ -373,16 +373,21 @@ enum KeysVerb {
     },
 }
 
+/// Logging for one-shot verbs: warnings and errors only unless KEEL_LOG asks for more (their
+/// result is what they print; `serve` logs at info).
 fn init_logging(format: LogFormat) {
-    init_logging_at(format, "info");
+    init_logging_at(format, "warn");
 }
 
-/// Logging with `default` as the filter unless KEEL_LOG is set.
+/// Logging to stderr with `default` as the filter unless KEEL_LOG is set; ANSI colour only when
+/// stderr is a terminal (never in a file or a pipe).
 fn init_logging_at(format: LogFormat, default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -448,7 +453,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(arg) => {
             let config = load(&arg)?;
-            init_logging(log_override.unwrap_or(config.log.format));
+            init_logging_at(log_override.unwrap_or(config.log.format), "info");
             serve(config, clock).await
         }
         Command::Keys { verb } => {

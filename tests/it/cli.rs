@@ -347,3 +347,54 @@ fn propose_reason_and_label_verdict_docs_disagree_with_cli() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("Required with --suggestion"), "{help}");
 }
+
+/// Issue 25, defect 9: logs written to a file or pipe carried ANSI colour codes, and one-shot
+/// verbs printed informational logs on the terminal unasked.
+#[test]
+fn logs_to_a_pipe_have_ansi_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("keel.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[[upstreams]]\nname = \"u\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out_file = dir.path().join("sft.jsonl");
+    let export = |log: Option<&str>| {
+        let mut c = keel_bin();
+        c.args(["export", "sft", "--out"])
+            .arg(&out_file)
+            .arg("--config")
+            .arg(&cfg);
+        match log {
+            Some(l) => c.env("KEEL_LOG", l),
+            None => c.env_remove("KEEL_LOG"),
+        };
+        c.output().unwrap()
+    };
+    let quiet = export(None);
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let err = String::from_utf8_lossy(&quiet.stderr);
+    assert!(
+        !err.contains("INFO"),
+        "informational logs only when asked: {err}"
+    );
+    let asked = export(Some("debug"));
+    assert!(asked.status.success());
+    let err = String::from_utf8_lossy(&asked.stderr);
+    assert!(
+        err.contains("DEBUG") || err.contains("INFO"),
+        "asked for: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI escapes in a pipe: {err:?}"
+    );
+}
