@@ -197,7 +197,22 @@ pub async fn run(verb: FactsVerb, clock: Arc<dyn Clock>) -> Result<()> {
             .await;
             store.close().await;
             for e in result? {
-                println!("{}", e.seq);
+                let Ok(f) = serde_json::from_value::<Fact>(e.payload["fact"].clone()) else {
+                    println!("{}", e.seq);
+                    continue;
+                };
+                println!(
+                    "set {} = {} scope {} from {}{} (event {})",
+                    f.key,
+                    value_text(&f),
+                    scope_text(&f.scope),
+                    f.effective_from,
+                    f.effective_until
+                        .as_deref()
+                        .map(|u| format!(" until {u}"))
+                        .unwrap_or_default(),
+                    e.seq
+                );
             }
         }
         FactsVerb::List { config, at } => {

@@ -200,6 +200,9 @@ pub(crate) enum PolicyVerb {
     Rollouts {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON (every field) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Replay recorded interactions through a candidate (a bundle directory, a proposal id or
     /// a published version) and print what would change (JSON).

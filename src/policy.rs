@@ -159,6 +159,12 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     keel_core::id::new_id("ro", clock.as_ref()),
                 )
                 .await?;
+                if let Some(w) =
+                    keel_gateway::floor::tenant_without_keys(store.as_ref(), tenant.as_deref())
+                        .await?
+                {
+                    eprintln!("warning: {w}");
+                }
                 Ok::<_, anyhow::Error>(version)
             }
             .await;
@@ -183,6 +189,19 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             store.close().await;
             let (versions, active) = (versions?, active?);
             println!("VERSION\tNAME\tOWNER\tPUBLISHED\tBY\tACTIVE_FOR\tREASON");
+            // The embedded default pack serves every scope without an activation.
+            if !active
+                .iter()
+                .any(|a| a.scope == keel_loop::update::GLOBAL_SCOPE)
+            {
+                let default = Policy::default_pack()?;
+                println!(
+                    "{}\t{}\t{}\t-\t-\t*\tembedded default pack (active until you activate a version for every tenant)",
+                    default.version(),
+                    default.name(),
+                    default.owner()
+                );
+            }
             for v in versions {
                 let scopes: Vec<&str> = active
                     .iter()

@@ -32,7 +32,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
         PolicyVerb::Rollout { config, .. }
         | PolicyVerb::Promote { config, .. }
         | PolicyVerb::Rollback { config, .. }
-        | PolicyVerb::Rollouts { config }
+        | PolicyVerb::Rollouts { config, .. }
         | PolicyVerb::Backtest { config, .. }
         | PolicyVerb::History { config }
         | PolicyVerb::Propose { config, .. }
@@ -91,7 +91,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 let r = up::end_rollout(s, c, &rollout, promote, &reason, &cli_actor()).await?;
                 println!("{} {}", r.id, r.state);
             }
-            PolicyVerb::Rollouts { .. } => {
+            PolicyVerb::Rollouts { json, .. } => {
                 let tracker = up::rollouts_catch_up(s, c, &config.update).await?;
                 let now = c.now_ms();
                 let rows: Vec<Value> = s
@@ -99,9 +99,20 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     .await?
                     .iter()
                     .rev()
-                    .map(|r| up::rollout_json(&up::rollout_of(r), &tracker, &config.update, now))
+                    .map(|r| {
+                        crate::versions::without_stale_verdict(up::rollout_json(
+                            &up::rollout_of(r),
+                            &tracker,
+                            &config.update,
+                            now,
+                        ))
+                    })
                     .collect();
-                print_json(&json!(rows))?;
+                if json {
+                    print_json(&json!(rows))?;
+                } else {
+                    print!("{}", crate::versions::rollouts_table(&rows));
+                }
             }
             PolicyVerb::Backtest {
                 candidate,
@@ -139,14 +150,23 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 println!("AT\tKIND\tOUTCOME\tACTOR\tVERSION\tROLLOUT\tPROPOSAL\tREVIEW\tREASON");
                 for r in up::history(s, None).await? {
                     let f = |k: &str| r[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
-                    let version = f("version");
+                    // Fact changes name the fact (key = value) where versions go.
+                    let version = match r["fact"]["key"].as_str() {
+                        Some(k) => format!("fact:{k}={}", r["fact"]["value"]),
+                        None => f("version"),
+                    };
+                    let version = if version.starts_with("fact:") {
+                        version
+                    } else {
+                        version.get(..12).unwrap_or(&version).to_string()
+                    };
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         f("at"),
                         f("kind"),
                         f("outcome"),
                         f("actor"),
-                        version.get(..12).unwrap_or(&version),
+                        version,
                         f("rollout"),
                         f("proposal"),
                         f("review"),

@@ -325,12 +325,30 @@ async fn cli_facts_set_list_history_import_and_a_running_server_obeys() {
         list_old.contains("jp.consumption_tax\t8%\tjurisdictions=JP"),
         "{list_old}"
     );
+    // Issue 25, item 13: `facts set` prints what it set.
+    let said = String::from_utf8_lossy(&set2.stdout).to_string();
+    assert!(
+        said.starts_with("set jp.consumption_tax = 10% scope jurisdictions=JP from 2019-10-01"),
+        "{said}"
+    );
     let history = String::from_utf8_lossy(&history.stdout).to_string();
     assert_eq!(history.lines().count(), 3, "{history}");
     assert!(history.contains("rate rise"), "{history}");
     assert!(!bad_import.status.success());
     assert!(String::from_utf8_lossy(&bad_import.stderr).contains("unknown unit `furlongs`"));
     assert!(!bad_csv.status.success(), "--reason is required");
+    // History rows for facts show the key (and value).
+    let policy_history = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || keel(&["policy", "history"], &cfg)
+    })
+    .await
+    .unwrap();
+    let policy_history = String::from_utf8_lossy(&policy_history.stdout).to_string();
+    assert!(
+        policy_history.contains("fact:jp.consumption_tax=10"),
+        "{policy_history}"
+    );
 
     // A running server picks the change up within a tick and corrects the reply.
     let mut last = Value::Null;

@@ -362,6 +362,22 @@ fn lint_and_test_name_what_is_wrong() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+    // Issue 25, item 13: lint says "ok" on success; a bundle weaker than the default is warned.
+    for (dir, weaker) in [
+        ("/policies/default", false),
+        ("/tests/data/policies/strict", true),
+    ] {
+        let dir = format!("{}{dir}", env!("CARGO_MANIFEST_DIR"));
+        let o = keel_bin().args(["policy", "lint", &dir]).output().unwrap();
+        assert!(o.status.success());
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(": ok (version "), "{out}");
+        assert_eq!(
+            out.contains("warning[weaker-than-default]"),
+            weaker,
+            "{out}"
+        );
+    }
     let o = keel_bin()
         .args([
             "policy",
@@ -580,6 +596,23 @@ async fn version_ids_compare_policies_with_short_ids() {
         .unwrap();
     let published: Value = r.json().await.unwrap();
     let v12 = published["version"].as_str().unwrap()[..12].to_string();
+    // Issue 25, item 13: activating for a tenant no app key serves warns.
+    let r = client()
+        .post(p.url(&format!("/api/policies/{v12}/activate")))
+        .bearer_auth(&admin)
+        .json(&json!({"tenant": "nokeys", "allow_weaker_than_default": true, "reason": "lab"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`nokeys` has no app key"),
+        "{body}"
+    );
     let diff = |a: String| {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || {

@@ -666,17 +666,40 @@ fn the_cli_walks_a_proposal_to_a_promoted_version() {
     ]);
     let ro = ro.trim();
     assert!(ro.starts_with("ro_"), "{ro}");
-    let list: Value = serde_json::from_str(&run(&["policy", "rollouts"])).unwrap();
+    let list: Value = serde_json::from_str(&run(&["policy", "rollouts", "--json"])).unwrap();
     assert_eq!(list[0]["state"], "canary");
     assert_eq!(list[0]["proposal"], pid);
+    assert!(
+        list[0]["verdict"].is_string(),
+        "a live canary has a verdict"
+    );
+    // Issue 25, item 13: a table by default.
+    let table = run(&["policy", "rollouts"]);
+    assert!(table.starts_with("ID\tSTATE\tVERSION"), "{table}");
+    assert!(
+        table.contains(&format!("{ro}\tcanary\t{}", &v[..12])),
+        "{table}"
+    );
     assert_eq!(
         run(&["policy", "promote", ro, "--reason", "looks good"]).trim(),
         format!("{ro} promoted")
     );
+    let list: Value = serde_json::from_str(&run(&["policy", "rollouts", "--json"])).unwrap();
+    assert_eq!(list[0]["state"], "promoted");
+    assert!(
+        list[0].get("verdict").is_none(),
+        "no stale verdict: {}",
+        list[0]
+    );
     let history = run(&["policy", "history"]);
     assert_eq!(history.lines().count(), 7, "{history}");
     assert!(history.contains("\tpromoted\t"), "{history}");
-    assert!(run(&["policy", "list"]).contains("acme"));
+    let listing = run(&["policy", "list"]);
+    assert!(listing.contains("acme"));
+    assert!(
+        listing.contains("embedded default pack"),
+        "no global activation: {listing}"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! facts protections (see [`keel_policy::floor`]) is refused unless the operator passes
 //! `allow_weaker_than_default` (CLI `--allow-weaker-than-default`) with a reason, which is then
 //! recorded in the rollout's reason. Shared by the CLI and the API (activate and rollouts).
+//! Also the warning for activating for a tenant no app key serves yet.
 
 use keel_policy::{floor, Policy};
 use keel_store::Store;
@@ -54,4 +55,22 @@ pub fn decide(
         "weaker than the default pack (no {} protection): {reason}",
         names.join(", ")
     ))
+}
+
+/// A warning when no live app key belongs to `tenant` (the activation then applies to no
+/// traffic yet); `None` for every-tenant activations or when a key exists.
+pub async fn tenant_without_keys(
+    store: &dyn Store,
+    tenant: Option<&str>,
+) -> Result<Option<String>, GatewayError> {
+    let Some(t) = tenant else { return Ok(None) };
+    let keys = store.list_keys().await?;
+    let served = keys
+        .iter()
+        .any(|k| k.revoked_ms.is_none() && k.tenant == t && k.role == keel_core::auth::Role::App);
+    Ok((!served).then(|| {
+        format!(
+            "tenant `{t}` has no app key yet: this activation applies to no traffic until one exists (keel keys create --tenant {t} --role app)"
+        )
+    }))
 }

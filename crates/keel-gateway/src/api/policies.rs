@@ -35,7 +35,7 @@ fn openapi_paths() -> Value {
         "/api/policies/{version}/activate": {"post": {
             "summary": "Activate a version for every tenant or one: {tenant?, reason?, allow_weaker_than_default?} (admin); a rollout at 100 % (see /api/rollouts). A version lacking the default pack's hazard, PII or facts protections is refused (422) unless allow_weaker_than_default is true and a reason is given.",
             "parameters": [{"name": "version", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "{version, scope}"}, "404": {"description": "unknown version"}, "422": {"description": "weaker than the default pack without allow_weaker_than_default"}}}},
+            "responses": {"200": {"description": "{version, scope, rollout, warnings: [e.g. the tenant has no app key yet]}"}, "404": {"description": "unknown version"}, "422": {"description": "weaker than the default pack without allow_weaker_than_default"}}}},
     })
 }
 
@@ -176,5 +176,13 @@ async fn activate(
     )
     .await?;
     state.policies.refresh(state.store.as_ref()).await?;
-    Ok(Json(json!({"version": version, "scope": scope, "rollout": rollout.id})).into_response())
+    let warnings: Vec<String> =
+        crate::floor::tenant_without_keys(state.store.as_ref(), tenant.as_deref())
+            .await?
+            .into_iter()
+            .collect();
+    Ok(Json(
+        json!({"version": version, "scope": scope, "rollout": rollout.id, "warnings": warnings}),
+    )
+    .into_response())
 }
