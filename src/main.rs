@@ -5,6 +5,7 @@
 mod audit;
 mod backfill;
 mod facts;
+mod interactions;
 mod learn;
 mod policy;
 mod review;
@@ -88,6 +89,11 @@ enum Command {
     /// KPIs as a table: CSAT, wrong-answer, violation and escalation rates, time to human,
     /// review load; comparisons of periods or policy versions.
     Kpis(review::KpisArgs),
+    /// Recorded interactions: list (newest first) and show one.
+    Interactions {
+        #[command(subcommand)]
+        verb: interactions::InteractionsVerb,
+    },
     /// Training datasets from reviewed corrections (PII redacted): sft or dpo JSONL.
     Export {
         #[command(subcommand)]
@@ -489,6 +495,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Kpis(args) => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             review::kpis(args, clock).await
+        }
+        Command::Interactions { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            interactions::run(verb).await
         }
         Command::Export { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));

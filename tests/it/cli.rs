@@ -398,3 +398,53 @@ fn logs_to_a_pipe_have_ansi_colour() {
         "no ANSI escapes in a pipe: {err:?}"
     );
 }
+
+/// Issue 25, item 10: interactions were listed only by the API; `keel interactions list|show`.
+#[tokio::test]
+async fn interactions_list_and_show_from_the_cli() {
+    let p = Pair::start(Script::new()).await;
+    let r = p
+        .chat(json!({"model": "m", "messages": user("hello from the cli test")}))
+        .await;
+    let id = r.headers()["x-keel-interaction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cfg = p.gw.config_path.clone();
+    let (list, show) = tokio::task::spawn_blocking({
+        let id = id.clone();
+        move || {
+            (
+                run(&["interactions", "list", "--limit", "5"], &cfg),
+                run(&["interactions", "show", &id], &cfg),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("hello from the cli test")),
+        "{list}"
+    );
+    assert!(show.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["record"]["id"], id.as_str());
+    // The README's first steps name them, with PATH, facts and the roles that read interactions.
+    let readme = include_str!("../../README.md");
+    for needle in [
+        "cargo install --path .",
+        "keel interactions list",
+        "keel facts set jp.consumption_tax",
+        "`facts-correct`",
+        "read by **reviewer, admin and auditor**",
+    ] {
+        assert!(readme.contains(needle), "README lacks {needle}");
+    }
+}
