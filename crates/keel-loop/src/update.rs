@@ -8,6 +8,7 @@
 pub mod backtest;
 pub mod proposal;
 pub mod rollout;
+pub mod sample_size;
 pub mod sequential;
 pub mod textdiff;
 
