@@ -58,6 +58,9 @@ pub(crate) struct DemoArgs {
     /// Overrides each scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Keep each run's database under OUT/runs/ (removed otherwise, unless --serve).
+    #[arg(long)]
+    keep_runs: bool,
 }
 
 fn variants(v: &[String]) -> Result<Vec<Variant>> {
@@ -100,6 +103,38 @@ fn finish(plan: &Plan, results: &[RunResult], wall: std::time::Duration) -> Resu
     Ok(())
 }
 
+/// Files and bytes under `dir` (recursively).
+fn dir_size(dir: &std::path::Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => {
+                    files += 1;
+                    bytes += m.len();
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// Says where the run databases are and how big they are.
+fn report_runs(runs: &std::path::Path) {
+    if runs.is_dir() {
+        let (n, bytes) = dir_size(runs);
+        eprintln!(
+            "run databases (one per run, keel.db): {} — {n} files, {:.1} MB; delete the directory when done",
+            runs.display(),
+            bytes as f64 / 1e6
+        );
+    }
+}
+
 pub(crate) async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     let mut scenarios = Vec::new();
     for name in &a.scenarios {
@@ -135,7 +170,9 @@ pub(crate) async fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     };
     let start = std::time::Instant::now();
     let (results, _) = simulate(&plan, false).await?;
-    finish(&plan, &results, start.elapsed())
+    finish(&plan, &results, start.elapsed())?;
+    report_runs(&plan.out.join("runs"));
+    Ok(())
 }
 
 pub(crate) async fn sim_model(a: SimModelArgs) -> Result<()> {
@@ -172,6 +209,19 @@ pub(crate) async fn demo(a: DemoArgs) -> Result<()> {
     let start = std::time::Instant::now();
     let (results, kept) = simulate(&plan, a.serve).await?;
     finish(&plan, &results, start.elapsed())?;
+    let runs = plan.out.join("runs");
+    if a.keep_runs || a.serve {
+        report_runs(&runs);
+    } else if runs.is_dir() {
+        let (n, bytes) = dir_size(&runs);
+        std::fs::remove_dir_all(&runs)
+            .with_context(|| format!("removing the run databases in {}", runs.display()))?;
+        eprintln!(
+            "removed the {n} files ({:.1} MB) of the run databases in {} (--keep-runs keeps them)",
+            bytes as f64 / 1e6,
+            runs.display()
+        );
+    }
     if let Some(k) = kept {
         eprintln!(
             "serving the last run's gateway at {} (dashboard under /ui/ when built); an admin key:",

@@ -75,6 +75,21 @@ async fn strategies_compare_and_results_are_deterministic() {
     assert_eq!(a, b);
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && !html.contains("<script"));
+    // Issue 25, item 12: the headline first, a legend in words, "-" explained, 1280 px.
+    let avoided: u64 = [Variant::Announced, Variant::Unannounced]
+        .iter()
+        .map(|&v| get(v, Strategy::Static).bad_served - get(v, Strategy::Continual).bad_served)
+        .sum();
+    let headline = html.find("Continual updating avoided").unwrap();
+    assert!(headline < html.find("<table").unwrap(), "headline first");
+    assert!(
+        html.contains(&format!("avoided {avoided} of the ")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<dt>detect_delay</dt>") && html.contains("- means no change was detected")
+    );
+    assert!(html.contains("max-width:1232px"));
 }
 
 #[test]

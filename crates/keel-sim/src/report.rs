@@ -276,19 +276,83 @@ fn sweep_chart(runs: &[&RunResult], metric: &str, get: fn(&RunResult) -> f64) ->
     svg
 }
 
+/// What each column means, in words (the report's legend).
+const LEGEND: [(&str, &str); 14] = [
+    ("scenario", "the bundled value-change scenario replayed"),
+    ("variant", "announced: the operator is told of the change; unannounced: only monitors can find it"),
+    ("strategy", "static: the policy never changes; monitor: drift alerts reach reviewers; continual: alerts, reviews, proposals, backtests and canaries update the policy"),
+    ("sweep", "the setting varied in a sweep run (- when none)"),
+    ("interactions", "replies served in the run"),
+    ("bad_served", "replies that were wrong at the simulated time they were served (the lower the better)"),
+    ("withheld", "replies blocked or escalated instead of answered"),
+    ("collateral", "withheld replies whose answer was in fact right"),
+    ("detect_delay", "affected replies served before the first true alert (mean over detected changes); - means no change was detected in that run (always for static, which has no monitors)"),
+    ("false_alarms/10k", "alerts not caused by a change, per 10,000 replies"),
+    ("war_before", "wrong-answer rate on the affected replies before the fix was in force (whole run when never fixed)"),
+    ("war_after", "the same after the fix was fully in force; - when it never was"),
+    ("mtth_min", "mean simulated minutes until a person took over a handoff or escalation; - when there were none"),
+    ("review/1k", "review labels per 1,000 replies (the reviewers' load)"),
+];
+
+/// The headline: bad answers continual avoided compared with static, per scenario and variant
+/// and in total (`None` without both strategies).
+fn headline(results: &[RunResult]) -> Option<String> {
+    let mut total = (0u64, 0u64);
+    let mut parts = Vec::new();
+    for r in results.iter().filter(|r| r.row.sweep.is_none()) {
+        if r.row.strategy_str() != "static" {
+            continue;
+        }
+        let Some(c) = results.iter().find(|c| {
+            c.row.sweep.is_none()
+                && c.row.strategy_str() == "continual"
+                && c.row.scenario == r.row.scenario
+                && c.row.variant_str() == r.row.variant_str()
+        }) else {
+            continue;
+        };
+        let (st, co) = (r.row.bad_served, c.row.bad_served);
+        total.0 += st;
+        total.1 += co;
+        parts.push(format!(
+            "{} ({}): {} → {}",
+            r.row.scenario,
+            r.row.variant_str(),
+            st,
+            co
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let avoided = total.0 as i64 - total.1 as i64;
+    let share = if total.0 == 0 {
+        0.0
+    } else {
+        avoided as f64 * 100.0 / total.0 as f64
+    };
+    Some(format!(
+        "Continual updating avoided {avoided} of the {} bad answers the static policy served ({share:.0} %). Bad answers served, static → continual: {}.",
+        total.0,
+        parts.join("; ")
+    ))
+}
+
 fn html(results: &[RunResult], title: &str) -> String {
     let mut out = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
-         <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}\
-         table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}\
-         th{{background:#f3f3f3}}td:nth-child(-n+4){{text-align:left}}h2{{margin-top:32px}}\
-         .legend{{font-size:12px;color:#555}}</style></head><body><h1>{t}</h1>\
-         <p class=\"legend\">Bad replies per tick (graded against the truth at that simulated time). \
-         Dashed black: a change takes effect. Coloured bars: that strategy's fix fully in force. \
-         Dots on the axis: alerts (filled = true alert, hollow = false alarm).</p>",
+         <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1232px}}\
+         .wide{{overflow-x:auto}}table{{border-collapse:collapse;font-size:12px}}\
+         td,th{{border:1px solid #ccc;padding:2px 5px;text-align:right}}\
+         th{{background:#f3f3f3;white-space:normal;max-width:90px}}td:nth-child(-n+4){{text-align:left}}h2{{margin-top:32px}}\
+         svg{{max-width:100%;height:auto}}.headline{{font-size:18px;font-weight:600}}\
+         .legend{{font-size:12px;color:#555}}dt{{font-weight:600;float:left;clear:left;width:130px}}dd{{margin-left:140px}}</style></head><body><h1>{t}</h1>",
         t = esc(title)
     );
-    out.push_str("<h2>Strategies compared</h2><table><tr>");
+    if let Some(h) = headline(results) {
+        let _ = write!(out, "<p class=\"headline\">{}</p>", esc(&h));
+    }
+    out.push_str("<h2>Strategies compared</h2><div class=\"wide\"><table><tr>");
     for h in HEADER {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
@@ -300,7 +364,11 @@ fn html(results: &[RunResult], title: &str) -> String {
         }
         out.push_str("</tr>");
     }
-    out.push_str("</table>");
+    out.push_str("</table></div><dl class=\"legend\">");
+    for (k, v) in LEGEND {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(k), esc(v));
+    }
+    out.push_str("</dl>");
     let sweeping = results.iter().any(|r| r.row.sweep.is_some());
     // Charts per (scenario, variant[, sweep value]).
     let mut groups: Vec<(String, Vec<&RunResult>)> = Vec::new();
@@ -350,7 +418,11 @@ fn html(results: &[RunResult], title: &str) -> String {
             out.push_str("</div>");
         }
     }
-    out.push_str("<h2>Over time</h2>");
+    out.push_str(
+        "<h2>Over time</h2><p class=\"legend\">Bad replies per tick (graded against the truth at that simulated time). \
+         Dashed black: a change takes effect. Coloured bars: that strategy's fix fully in force. \
+         Dots on the axis: alerts (filled = true alert, hollow = false alarm).</p>",
+    );
     for (k, runs) in groups {
         let _ = write!(out, "<h3>{}</h3>{}", esc(&k), run_chart(&runs));
     }
