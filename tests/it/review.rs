@@ -570,12 +570,21 @@ async fn kpis_and_exports_from_a_test_run() {
         .as_str()
         .unwrap()
         .to_string();
+    // Unknown ids are errors now (issue 25, defect 6), not an empty side.
     let (s, c) = p
         .api(&format!("/api/kpis?{range}&compare_policies={v},unknown"))
         .await;
+    assert_eq!(s, 404, "{c}");
+    assert_error_shape(&c);
+    let (s, c) = p
+        .api(&format!(
+            "/api/kpis?{range}&compare_policies={v},{}",
+            &v[..12]
+        ))
+        .await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c["comparison"]["diff"]["escalations"]["a"], 0.2, "{c}");
-    assert_eq!(c["comparison"]["diff"]["escalations"]["b"], Value::Null);
+    assert_eq!(c["comparison"]["diff"]["escalations"]["b"], 0.2, "{c}");
 
     // The CLI: the table and the exports.
     let cfg = p.gw.config_path.to_str().unwrap().to_string();
