@@ -11,6 +11,7 @@ mod cli;
 mod durability;
 mod facts;
 mod faults;
+mod fixture;
 mod learn;
 mod ledger;
 mod policy;
