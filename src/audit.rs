@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
 use keel_audit::{erase_events, issue_checkpoint, verify_log, EraseTarget, LedgerSigner};
 use keel_core::Clock;
-use keel_gateway::server::open_store;
 use keel_gateway::Config;
 use keel_ledger::encode_hash;
 

@@ -20,7 +20,6 @@ use keel_core::auth::mint_key;
 use keel_core::clock::format_ms;
 use keel_core::{Clock, Role, SystemClock};
 use keel_gateway::config::LogFormat;
-use keel_gateway::server::open_store;
 use keel_gateway::Config;
 
 #[derive(Parser)]
@@ -366,11 +365,22 @@ fn init_logging_at(format: LogFormat, default: &str) {
     };
 }
 
+/// The CLI's operator as the service layer sees it: an admin of every tenant.
+pub(crate) fn cli_operator() -> keel_service::Actor {
+    let who = cli_actor();
+    keel_service::Actor::operator(&who, who.trim_start_matches("cli:"))
+}
+
 pub(crate) fn cli_actor() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "operator".into())
     )
+}
+
+/// Opens the configured store (creating and migrating it if absent).
+pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn keel_store::Store>> {
+    Ok(keel_service::open_store(&config.storage_url(), config.storage.durability).await?)
 }
 
 pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
 use keel_core::clock::format_ms;
 use keel_core::Clock;
-use keel_gateway::server::open_store;
 use keel_loop::update::published_event;
 use keel_policy::{lint, run_tests, Bundle, Policy};
 
@@ -120,7 +120,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     keel_core::auth::validate_tenant(t)?;
                 }
                 // Activation is a rollout at 100 % (one state machine).
-                keel_gateway::update::start_rollout(
+                keel_service::rollouts::start_rollout(
                     store.as_ref(),
                     clock.as_ref(),
                     &v.version,

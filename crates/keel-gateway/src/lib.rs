@@ -20,7 +20,6 @@ pub mod server;
 pub mod sim;
 pub mod sse;
 pub mod telemetry;
-pub mod update;
 pub mod upstream;
 
 pub use app::{build_router, AppState};

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use keel_core::auth::mint_key;
 use keel_core::{Clock, ManualClock, Role};
-use keel_gateway::server::open_store;
 use keel_gateway::{Config, ServeHandle};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -381,7 +380,7 @@ pub async fn run(
     let config =
         Config::from_toml_str(&sim_config(s, spec.strategy, &spec.dir, &model.base_url()))?;
     let clock = Arc::new(ManualClock::new(s.start_ms - s.tick_ms));
-    let store = open_store(&config).await?;
+    let store = keel_service::open_store(&config.storage_url(), config.storage.durability).await?;
     let mint = |tenant: &str, role: Role, name: &str| {
         mint_key(
             tenant,

@@ -162,7 +162,7 @@ async fn activate(
     let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
     // Activation is a rollout at 100 % (one state machine; it supersedes a live canary).
     let id = state.new_id("ro", format!("{version}|100|activate|{}", scope).as_bytes());
-    let rollout = crate::update::start_rollout(
+    let rollout = keel_service::rollouts::start_rollout(
         state.store.as_ref(),
         state.clock.as_ref(),
         &version,

@@ -18,7 +18,7 @@ use crate::auth::{Caller, READERS};
 use crate::error::GatewayError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::routes::RouteModule;
-use crate::update;
+use keel_service::{backtests, history, rollouts};
 
 const ADMIN: &[Role] = &[Role::Admin];
 const STATES: [&str; 5] = ["canary", "active", "promoted", "rolled_back", "superseded"];
@@ -72,7 +72,7 @@ inventory::submit! {
 /// Runs the rollout worker up to the last committed event (read after write for guard
 /// readings and automatic steps) and applies any step it took to this replica's policies.
 async fn catch_up(state: &AppState) -> Result<keel_loop::update::rollout::Tracker, GatewayError> {
-    let tracker = update::rollouts_catch_up(
+    let tracker = rollouts::rollouts_catch_up(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
@@ -126,7 +126,7 @@ async fn start(
         "ro",
         format!("{}|{}|{reason}", body.version, body.percent).as_bytes(),
     );
-    let r = update::start_rollout(
+    let r = rollouts::start_rollout(
         state.store.as_ref(),
         state.clock.as_ref(),
         &body.version,
@@ -166,8 +166,12 @@ async fn list(
         .filter(|r| sees(&caller, r.tenant.as_deref()))
         .filter(|r| p.state.as_deref().is_none_or(|s| r.state == s))
         .map(|r| {
-            let mut v =
-                update::rollout_json(&update::rollout_of(r), &tracker, &state.config.update, now);
+            let mut v = rollouts::rollout_json(
+                &rollouts::rollout_of(r),
+                &tracker,
+                &state.config.update,
+                now,
+            );
             v["updated_ms"] = json!(r.updated_ms);
             v["updated_by"] = json!(r.actor);
             v
@@ -182,7 +186,7 @@ async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<keel_loop::update::rollout::Rollout, GatewayError> {
-    let r = update::rollout_by_id(state.store.as_ref(), id).await?;
+    let r = rollouts::rollout_by_id(state.store.as_ref(), id).await?;
     if !sees(caller, r.scope.tenant.as_deref()) {
         return Err(GatewayError::NotFound(format!("No rollout `{id}`.")));
     }
@@ -197,8 +201,8 @@ async fn one(
     caller.require(READERS)?;
     visible(&state, &caller, &id).await?;
     let tracker = catch_up(&state).await?;
-    let r = update::rollout_by_id(state.store.as_ref(), &id).await?;
-    Ok(Json(update::rollout_json(
+    let r = rollouts::rollout_by_id(state.store.as_ref(), &id).await?;
+    Ok(Json(rollouts::rollout_json(
         &r,
         &tracker,
         &state.config.update,
@@ -227,7 +231,7 @@ async fn step(
             "a rollout for every tenant needs an all-tenant admin key".into(),
         ));
     }
-    let r = update::end_rollout(
+    let r = rollouts::end_rollout(
         state.store.as_ref(),
         state.clock.as_ref(),
         &id,
@@ -296,19 +300,19 @@ async fn backtest(
     let since = body.since_ms.unwrap_or(now - WEEK_MS);
     let until = body.until_ms.unwrap_or(i64::MAX);
     let limit = body.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let bundle = update::candidate_bundle(
+    let bundle = backtests::candidate_bundle(
         state.store.as_ref(),
         body.proposal.as_deref(),
         body.version.as_deref(),
     )
     .await?;
-    let candidate = update::compile_candidate(
+    let candidate = backtests::compile_candidate(
         state.store.as_ref(),
         &bundle,
         Some(state.policies.fact_checker()),
     )
     .await?;
-    let report = update::run_backtest(
+    let report = backtests::run_backtest(
         state.store.as_ref(),
         &candidate,
         tenant.as_deref(),
@@ -327,6 +331,6 @@ async fn backtest(
 async fn history(State(state): State<AppState>, caller: Caller) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
     let tenant = caller.tenant_filter();
-    let data = update::history(state.store.as_ref(), tenant.as_deref()).await?;
+    let data = history::history(state.store.as_ref(), tenant.as_deref()).await?;
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
