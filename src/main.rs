@@ -14,9 +14,8 @@ mod update;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use keel_core::auth::mint_key;
 use keel_core::clock::format_ms;
 use keel_core::{Clock, Role, SystemClock};
 use keel_gateway::config::LogFormat;
@@ -546,9 +545,17 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let role = Role::parse(&role)?;
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let minted = mint_key(&tenant, role, name, &cli_actor(), clock.as_ref())?;
-            store.append(vec![minted.event]).await?;
+            let minted = keel_service::keys::create(
+                store.as_ref(),
+                clock.as_ref(),
+                &cli_operator(),
+                &tenant,
+                role,
+                name,
+            )
+            .await;
             store.close().await;
+            let minted = minted?;
             eprintln!(
                 "created key {} (tenant {}, role {}); it is shown once:",
                 minted.record.key_id,
@@ -560,8 +567,9 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
         KeysVerb::List { config } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let keys = store.list_keys().await?;
+            let keys = keel_service::keys::list(store.as_ref(), &cli_operator()).await;
             store.close().await;
+            let keys = keys?;
             println!("KEY_ID\tTENANT\tROLE\tNAME\tCREATED\tREVOKED");
             for k in keys {
                 println!(
@@ -578,17 +586,15 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
         KeysVerb::Revoke { config, key_id } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let Some(key) = store.key_by_id(&key_id).await? else {
-                store.close().await;
-                bail!("no key with id `{key_id}`");
-            };
-            if key.revoked_ms.is_some() {
-                store.close().await;
-                bail!("key `{key_id}` is already revoked");
-            }
-            let event = keel_core::auth::revoke_key_event(&key, &cli_actor(), clock.as_ref());
-            store.append(vec![event]).await?;
+            let result = keel_service::keys::revoke(
+                store.as_ref(),
+                clock.as_ref(),
+                &cli_operator(),
+                &key_id,
+            )
+            .await;
             store.close().await;
+            result?;
             println!("{key_id}");
         }
     }
