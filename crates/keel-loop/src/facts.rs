@@ -9,7 +9,7 @@ use crate::update::GLOBAL_SCOPE;
 use crate::LoopError;
 
 /// The event kind that sets one version of a fact.
-pub const FACT_SET: &str = "FactSet";
+pub const FACT_SET: &str = keel_core::EventKind::FACT_SET;
 
 /// The tenant a fact's events are recorded for: its one tenant, else `*`.
 pub fn fact_tenant(fact: &Fact) -> &str {

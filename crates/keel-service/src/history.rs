@@ -15,8 +15,8 @@ use crate::error::ServiceError;
 /// and links (`tenant`: only what concerns that tenant and every tenant).
 pub async fn history(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<Value>, ServiceError> {
     let kinds_ = [
-        "PolicyPublished",
-        "PolicyActivated",
+        keel_core::EventKind::POLICY_PUBLISHED,
+        keel_core::EventKind::POLICY_ACTIVATED,
         ROLLOUT_CHANGED,
         keel_loop::facts::FACT_SET,
         PROPOSAL_CREATED,
@@ -45,12 +45,12 @@ pub async fn history(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<Valu
                              "kind": e.kind, "actor": e.actor, "tenant": e.tenant,
                              "reason": p["reason"]});
         let proposal = match e.kind.as_str() {
-            "PolicyPublished" => {
+            keel_core::EventKind::POLICY_PUBLISHED => {
                 row["version"] = p["version"].clone();
                 row["outcome"] = json!("published");
                 p["proposal"].as_str()
             }
-            "PolicyActivated" => {
+            keel_core::EventKind::POLICY_ACTIVATED => {
                 row["version"] = p["version"].clone();
                 row["scope"] = p["scope"].clone();
                 row["outcome"] = json!("activated");
@@ -65,7 +65,7 @@ pub async fn history(store: &dyn Store, tenant: Option<&str>) -> Result<Vec<Valu
                 row["outcome"] = p["state"].clone();
                 p["proposal"].as_str()
             }
-            "FactSet" => {
+            keel_core::EventKind::FACT_SET => {
                 row["fact"] = json!({"key": p["fact"]["key"], "value": p["fact"]["value"],
                                      "effective_from": p["fact"]["effective_from"]});
                 row["outcome"] = json!("set");

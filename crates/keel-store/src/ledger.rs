@@ -42,14 +42,14 @@ inventory::submit! {
 // Erasure removes payloads and their salts; the payload hash (and so the leaf) stays.
 inventory::submit! {
     SqliteProjection {
-        kind: "PayloadErased",
+        kind: keel_core::EventKind::PAYLOAD_ERASED,
         sql: "UPDATE events SET payload = NULL
               WHERE seq IN (SELECT value FROM ev, json_each(ev.payload, '$.seqs'))",
     }
 }
 inventory::submit! {
     SqliteProjection {
-        kind: "PayloadErased",
+        kind: keel_core::EventKind::PAYLOAD_ERASED,
         sql: "UPDATE ledger_leaves SET salt = NULL
               WHERE seq IN (SELECT value FROM ev, json_each(ev.payload, '$.seqs'))",
     }

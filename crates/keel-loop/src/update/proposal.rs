@@ -13,9 +13,9 @@ use crate::review::{Suggestion, SuggestionKind, SuggestionScope};
 use crate::LoopError;
 
 /// A proposal was drafted.
-pub const PROPOSAL_CREATED: &str = "ProposalCreated";
+pub const PROPOSAL_CREATED: &str = keel_core::EventKind::PROPOSAL_CREATED;
 /// A proposal was approved or rejected.
-pub const PROPOSAL_DECIDED: &str = "ProposalDecided";
+pub const PROPOSAL_DECIDED: &str = keel_core::EventKind::PROPOSAL_DECIDED;
 
 /// The main policy file of a bundle.
 const POLICY_FILE: &str = "policy.yaml";

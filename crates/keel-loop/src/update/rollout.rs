@@ -19,7 +19,7 @@ use super::sequential::{diff_interval, judge, Interval, Verdict};
 use super::{activated_event, GLOBAL_SCOPE};
 
 /// The event kind of every rollout step.
-pub const ROLLOUT_CHANGED: &str = "RolloutChanged";
+pub const ROLLOUT_CHANGED: &str = keel_core::EventKind::ROLLOUT_CHANGED;
 
 /// The arm a request was served by.
 pub const CANARY: &str = "canary";
