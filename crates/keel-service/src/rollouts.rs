@@ -11,6 +11,7 @@ use keel_loop::update::GLOBAL_SCOPE;
 use keel_store::{RolloutRow, Store};
 use serde_json::{json, Value};
 
+use crate::actor::{Actor, ADMIN};
 use crate::error::ServiceError;
 use crate::proposals::load_proposals;
 
@@ -305,4 +306,59 @@ pub fn rollout_json(r: &Rollout, tracker: &Tracker, cfg: &UpdateConfig, now_ms: 
         v["verdict_reason"] = json!(e.reason);
     }
     v
+}
+
+/// An activation: a published version (exact id) for one tenant or every tenant.
+#[derive(Debug, Clone)]
+pub struct Activation<'a> {
+    pub version: &'a str,
+    /// `None`: every tenant (needs an actor that sees every tenant).
+    pub tenant: Option<String>,
+    pub reason: &'a str,
+    /// The rollout id to use.
+    pub id: String,
+}
+
+/// Activates a published version (admins; a tenant's admin only for its own tenant): a
+/// rollout at 100 %, which supersedes a live canary of the scope.
+pub async fn activate(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    a: Activation<'_>,
+) -> Result<Rollout, ServiceError> {
+    actor.require(ADMIN)?;
+    match &a.tenant {
+        Some(t) => {
+            keel_core::auth::validate_tenant(t)
+                .map_err(|e| ServiceError::bad_param("tenant", e.to_string()))?;
+            if !actor.sees(t) {
+                return Err(ServiceError::Forbidden(format!(
+                    "this key cannot activate policies for tenant {t}"
+                )));
+            }
+        }
+        None if actor.tenant_filter().is_some() => {
+            return Err(ServiceError::Forbidden(
+                "activating for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
+                    .into(),
+            ));
+        }
+        None => {}
+    }
+    let published = store.policy_versions().await?;
+    if !published.iter().any(|v| v.version == a.version) {
+        return Err(ServiceError::NotFound(format!(
+            "No published policy version `{}`.",
+            a.version
+        )));
+    }
+    let scope = RolloutScope {
+        tenant: a.tenant,
+        locale: None,
+    };
+    start_rollout(
+        store, clock, a.version, 100.0, scope, a.reason, &actor.who, a.id,
+    )
+    .await
 }

@@ -8,6 +8,7 @@ use keel_core::clock::format_ms;
 use keel_core::Role;
 use keel_loop::update::{published_event, GLOBAL_SCOPE};
 use keel_policy::{run_tests, Bundle, Policy};
+use keel_service::rollouts::{self, Activation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -133,49 +134,17 @@ async fn activate(
         serde_json::from_value(parse_json_value(&bytes)?)
             .map_err(|e| GatewayError::bad(format!("invalid request body: {e}")))?
     };
-    let tenant = body.tenant;
-    if let Some(t) = &tenant {
-        keel_core::auth::validate_tenant(t)
-            .map_err(|e| GatewayError::bad_param("tenant", e.to_string()))?;
-        if !caller.sees(t) {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot activate policies for tenant {t}"
-            )));
-        }
-    } else if caller.tenant_filter().is_some() {
-        return Err(GatewayError::Forbidden(
-            "activating for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
-                .into(),
-        ));
-    }
-    if !state
-        .store
-        .policy_versions()
-        .await?
-        .iter()
-        .any(|v| v.version == version)
-    {
-        return Err(GatewayError::NotFound(format!(
-            "No published policy version `{version}`."
-        )));
-    }
-    let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
+    let scope = body.tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
     // Activation is a rollout at 100 % (one state machine; it supersedes a live canary).
     let id = state.new_id("ro", format!("{version}|100|activate|{}", scope).as_bytes());
-    let rollout = keel_service::rollouts::start_rollout(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &version,
-        100.0,
-        keel_loop::update::rollout::RolloutScope {
-            tenant: tenant.clone(),
-            locale: None,
-        },
-        body.reason.as_deref().unwrap_or("activated"),
-        &caller.0.actor(),
+    let activation = Activation {
+        version: &version,
+        tenant: body.tenant,
+        reason: body.reason.as_deref().unwrap_or("activated"),
         id,
-    )
-    .await?;
+    };
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let rollout = rollouts::activate(store, clock, &caller.actor(), activation).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok(Json(json!({"version": version, "scope": scope, "rollout": rollout.id})).into_response())
 }
