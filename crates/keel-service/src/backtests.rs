@@ -12,6 +12,7 @@ use keel_policy::{Bundle, Policy, SharedFacts};
 use keel_store::Store;
 use serde_json::Value;
 
+use crate::actor::{Actor, ADMIN};
 use crate::error::{unprocessable, ServiceError};
 use crate::proposals::proposal_by_id;
 use crate::rollouts::resolve_version;
@@ -115,4 +116,55 @@ pub async fn run_backtest(
         }
     }
     Ok(backtest::run(candidate, &records, &known, 20))
+}
+
+const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A backtest an actor asks for: exactly one of `proposal` or `version`.
+#[derive(Debug, Clone, Default)]
+pub struct BacktestRequest {
+    pub proposal: Option<String>,
+    pub version: Option<String>,
+    /// Only this tenant's interactions (an actor scoped to one tenant: its own).
+    pub tenant: Option<String>,
+    /// Default: a week before `now_ms`.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Default 10 000, at most 100 000.
+    pub limit: Option<usize>,
+}
+
+/// Replays recorded interactions through a proposal's or a published version's bundle
+/// (admins), with `facts` as the checker (else the registry as stored). Returns the report
+/// and the start of the window replayed.
+pub async fn backtest(
+    store: &dyn Store,
+    actor: &Actor,
+    req: &BacktestRequest,
+    facts: Option<Arc<SharedFacts>>,
+    now_ms: i64,
+) -> Result<(BacktestReport, i64), ServiceError> {
+    actor.require(ADMIN)?;
+    if req.proposal.is_some() == req.version.is_some() {
+        return Err(ServiceError::bad_param(
+            "proposal",
+            "give exactly one of `proposal` or `version`",
+        ));
+    }
+    let tenant = match (&req.tenant, actor.tenant_filter()) {
+        (Some(t), _) if !actor.sees(t) => {
+            return Err(ServiceError::Forbidden(format!(
+                "this key cannot read tenant {t}"
+            )))
+        }
+        (Some(t), _) => Some(t.as_str()),
+        (None, own) => own,
+    };
+    let since = req.since_ms.unwrap_or(now_ms - WEEK_MS);
+    let until = req.until_ms.unwrap_or(i64::MAX);
+    let limit = req.limit.unwrap_or(10_000).clamp(1, 100_000);
+    let bundle = candidate_bundle(store, req.proposal.as_deref(), req.version.as_deref()).await?;
+    let candidate = compile_candidate(store, &bundle, facts).await?;
+    let report = run_backtest(store, &candidate, tenant, since, until, limit).await?;
+    Ok((report, since))
 }

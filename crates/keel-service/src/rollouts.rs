@@ -362,3 +362,44 @@ pub async fn activate(
     )
     .await
 }
+
+/// A rollout an actor asks for.
+#[derive(Debug, Clone)]
+pub struct RolloutRequest<'a> {
+    pub version: &'a str,
+    pub percent: f64,
+    pub scope: RolloutScope,
+    pub reason: &'a str,
+    /// The rollout id to use.
+    pub id: String,
+}
+
+/// Starts a rollout (admins; a tenant's admin only for its own tenant, and only an all-tenant
+/// admin for every tenant).
+pub async fn start(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    r: RolloutRequest<'_>,
+) -> Result<Rollout, ServiceError> {
+    actor.require(ADMIN)?;
+    match &r.scope.tenant {
+        Some(t) if !actor.sees(t) => {
+            return Err(ServiceError::Forbidden(format!(
+                "this key cannot roll out policies for tenant {t}"
+            )))
+        }
+        None if actor.tenant_filter().is_some() => {
+            return Err(ServiceError::Forbidden(
+                "a rollout for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    let (version, percent, reason) = (r.version, r.percent, r.reason);
+    start_rollout(
+        store, clock, version, percent, r.scope, reason, &actor.who, r.id,
+    )
+    .await
+}

@@ -18,7 +18,9 @@ use crate::auth::{Caller, READERS};
 use crate::error::GatewayError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::routes::RouteModule;
-use keel_service::{backtests, history, rollouts};
+use keel_service::backtests::{self, BacktestRequest};
+use keel_service::history;
+use keel_service::rollouts::{self, RolloutRequest};
 
 const ADMIN: &[Role] = &[Role::Admin];
 const STATES: [&str; 5] = ["canary", "active", "promoted", "rolled_back", "superseded"];
@@ -104,21 +106,6 @@ async fn start(
     caller: Caller,
     JsonBody(body): JsonBody<StartBody>,
 ) -> Result<Response, GatewayError> {
-    caller.require(ADMIN)?;
-    match &body.tenant {
-        Some(t) if !caller.sees(t) => {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot roll out policies for tenant {t}"
-            )))
-        }
-        None if caller.tenant_filter().is_some() => {
-            return Err(GatewayError::Forbidden(
-                "a rollout for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
     let reason = body
         .reason
         .unwrap_or_else(|| format!("rollout at {}%", body.percent));
@@ -126,20 +113,18 @@ async fn start(
         "ro",
         format!("{}|{}|{reason}", body.version, body.percent).as_bytes(),
     );
-    let r = rollouts::start_rollout(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &body.version,
-        body.percent,
-        RolloutScope {
+    let request = RolloutRequest {
+        version: &body.version,
+        percent: body.percent,
+        scope: RolloutScope {
             tenant: body.tenant,
             locale: body.locale,
         },
-        &reason,
-        &caller.0.actor(),
+        reason: &reason,
         id,
-    )
-    .await?;
+    };
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let r = rollouts::start(store, clock, &caller.actor(), request).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(json!(r))).into_response())
 }
@@ -273,58 +258,27 @@ struct BacktestBody {
     tenant: Option<String>,
 }
 
-const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
-
 async fn backtest(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<BacktestBody>,
 ) -> Result<Response, GatewayError> {
-    caller.require(ADMIN)?;
-    if body.proposal.is_some() == body.version.is_some() {
-        return Err(GatewayError::bad_param(
-            "proposal",
-            "give exactly one of `proposal` or `version`",
-        ));
-    }
-    let tenant = match (body.tenant, caller.tenant_filter()) {
-        (Some(t), _) if !caller.sees(&t) => {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot read tenant {t}"
-            )))
-        }
-        (Some(t), _) => Some(t),
-        (None, own) => own,
+    let req = BacktestRequest {
+        proposal: body.proposal,
+        version: body.version,
+        tenant: body.tenant,
+        since_ms: body.since_ms,
+        until_ms: body.until_ms,
+        limit: body.limit,
     };
+    let facts = Some(state.policies.fact_checker());
     let now = state.clock.now_ms();
-    let since = body.since_ms.unwrap_or(now - WEEK_MS);
-    let until = body.until_ms.unwrap_or(i64::MAX);
-    let limit = body.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let bundle = backtests::candidate_bundle(
-        state.store.as_ref(),
-        body.proposal.as_deref(),
-        body.version.as_deref(),
-    )
-    .await?;
-    let candidate = backtests::compile_candidate(
-        state.store.as_ref(),
-        &bundle,
-        Some(state.policies.fact_checker()),
-    )
-    .await?;
-    let report = backtests::run_backtest(
-        state.store.as_ref(),
-        &candidate,
-        tenant.as_deref(),
-        since,
-        until,
-        limit,
-    )
-    .await?;
+    let (report, since) =
+        backtests::backtest(state.store.as_ref(), &caller.actor(), &req, facts, now).await?;
     let mut v = json!(report);
     v["since_ms"] = json!(since);
-    v["until_ms"] = json!(body.until_ms);
-    v["proposal"] = json!(body.proposal);
+    v["until_ms"] = json!(req.until_ms);
+    v["proposal"] = json!(req.proposal);
     Ok(Json(v).into_response())
 }
 
