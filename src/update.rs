@@ -157,7 +157,6 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     source,
                     reason.as_deref(),
                     None,
-                    None,
                     &actor(),
                     keel_core::id::new_id("pr", c),
                 )

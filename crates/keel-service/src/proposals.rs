@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_core::Clock;
+use keel_core::{Clock, Role};
 use keel_loop::review::Suggestion;
 use keel_loop::update::proposal::{
     self, check_approval, decided_event, Refusal, PROPOSAL_CREATED, PROPOSAL_DECIDED,
@@ -109,19 +109,31 @@ pub async fn base_bundle(
     Ok((None, Bundle::from_files(&keel_policy::default_pack_files())))
 }
 
-/// Drafts a proposal and appends its `ProposalCreated` event. `tenant_key` is the caller's
-/// tenant when it is tenant-scoped: the suggestion is then confined to it.
-#[allow(clippy::too_many_arguments)]
+/// Roles that draft proposals.
+pub const AUTHORS: &[Role] = &[Role::Reviewer, Role::Admin];
+
+/// Drafts a proposal and appends its `ProposalCreated` event (reviewers and admins). An actor
+/// scoped to one tenant proposes only for it: the suggestion is then confined to its tenant.
 pub async fn create_proposal(
     store: &dyn Store,
     clock: &dyn Clock,
     source: ProposalSource,
     reason: Option<&str>,
     tenant: Option<&str>,
-    tenant_key: Option<&str>,
     actor: &Actor,
     id: String,
 ) -> Result<Value, ServiceError> {
+    actor.require(AUTHORS)?;
+    if let Some(t) = tenant {
+        keel_core::auth::validate_tenant(t)
+            .map_err(|e| ServiceError::bad_param("tenant", e.to_string()))?;
+        if !actor.sees(t) {
+            return Err(ServiceError::Forbidden(format!(
+                "this key cannot propose changes for tenant {t}"
+            )));
+        }
+    }
+    let tenant_key = actor.tenant_filter();
     let (mut suggestion, source_doc, default_reason) = match &source {
         ProposalSource::Review(item_id) => {
             let item = store

@@ -103,16 +103,6 @@ async fn create(
             ))
         }
     };
-    if let Some(t) = &body.tenant {
-        keel_core::auth::validate_tenant(t)
-            .map_err(|e| GatewayError::bad_param("tenant", e.to_string()))?;
-        if !caller.sees(t) {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot propose changes for tenant {t}"
-            )));
-        }
-    }
-    let tenant_key = caller.tenant_filter();
     let id = state.new_id("pr", format!("{source:?}|{:?}", body.reason).as_bytes());
     let doc = proposals::create_proposal(
         state.store.as_ref(),
@@ -120,8 +110,7 @@ async fn create(
         source,
         body.reason.as_deref(),
         body.tenant.as_deref(),
-        tenant_key.as_deref(),
-        &Actor::from_key(&caller.0),
+        &caller.actor(),
         id,
     )
     .await?;
