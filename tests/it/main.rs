@@ -15,6 +15,7 @@ mod learn;
 mod ledger;
 mod policy;
 mod review;
+mod scope;
 mod sdk;
 mod sim;
 mod sim_mode;

@@ -35,42 +35,24 @@ pub const FACT_KINDS: &[&str] = &[
     "percent", "years", "currency", "count", "date", "string", "boolean",
 ];
 
-/// Where a fact applies; empty lists mean "any".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FactScope {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tenants: Vec<String>,
-    /// BCP 47 tags; `ja` matches `ja-JP`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub locales: Vec<String>,
-    /// `JP`, `US-CA`; `US` matches `US-CA`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub jurisdictions: Vec<String>,
-    /// `tax` matches the request topics `tax` and `tax.food` / `tax/food`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
+/// Where a fact applies: the one [`keel_core::Scope`] (facts use tenants, locales,
+/// jurisdictions and topic; no sub-topics).
+pub type FactScope = keel_core::Scope;
+
+/// Fact-specific readings of a [`FactScope`].
+pub trait FactScopeExt {
+    /// Whether the scope covers the request context (time aside).
+    fn matches(&self, ctx: &EvalContext) -> bool;
+    /// Higher is narrower.
+    fn specificity(&self) -> u32;
 }
 
-impl FactScope {
-    /// Whether the scope covers the request context (time aside).
-    pub fn matches(&self, ctx: &EvalContext) -> bool {
-        (self.tenants.is_empty() || self.tenants.contains(&ctx.tenant))
-            && (self.locales.is_empty()
-                || crate::policy::tag_matches(&self.locales, ctx.locale.as_deref()))
-            && (self.jurisdictions.is_empty()
-                || crate::policy::tag_matches(&self.jurisdictions, ctx.jurisdiction.as_deref()))
-            && self.topic.as_deref().is_none_or(|t| {
-                ctx.topic.as_deref().is_some_and(|c| {
-                    c == t
-                        || (c.starts_with(t)
-                            && matches!(c.as_bytes().get(t.len()), Some(b'.' | b'/')))
-                })
-            })
+impl FactScopeExt for FactScope {
+    fn matches(&self, ctx: &EvalContext) -> bool {
+        self.covers(&ctx.segment())
     }
 
-    /// Higher is narrower.
-    pub fn specificity(&self) -> u32 {
+    fn specificity(&self) -> u32 {
         let mut s = 0;
         if !self.tenants.is_empty() {
             s += 16;
@@ -287,6 +269,11 @@ impl Fact {
         }
         self.typed_value()?;
         self.interval()?;
+        if !self.scope.subtopics.is_empty() || !self.scope.except_subtopics.is_empty() {
+            return Err(format!(
+                "fact `{key}`: a fact's scope has no sub-topics (use `topic: a.b`)"
+            ));
+        }
         let mut n = 0;
         for (lang, terms) in &self.subjects {
             for t in terms {

@@ -70,47 +70,19 @@ impl Action {
     }
 }
 
+/// A rule's scope: where (the one [`keel_core::Scope`]) and when.
 struct Scope {
-    tenants: Vec<String>,
-    locales: Vec<String>,
-    jurisdictions: Vec<String>,
+    segments: keel_core::Scope,
     from: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 }
 
 impl Scope {
     fn matches(&self, ctx: &EvalContext) -> bool {
-        if !self.tenants.is_empty() && !self.tenants.contains(&ctx.tenant) {
-            return false;
-        }
-        if !self.locales.is_empty() && !tag_matches(&self.locales, ctx.locale.as_deref()) {
-            return false;
-        }
-        if !self.jurisdictions.is_empty()
-            && !tag_matches(&self.jurisdictions, ctx.jurisdiction.as_deref())
-        {
-            return false;
-        }
-        if self.from.is_some_and(|f| ctx.now < f) {
-            return false;
-        }
-        if self.until.is_some_and(|u| ctx.now >= u) {
-            return false;
-        }
-        true
+        self.segments.covers(&ctx.segment())
+            && !self.from.is_some_and(|f| ctx.now < f)
+            && !self.until.is_some_and(|u| ctx.now >= u)
     }
-}
-
-/// `ja` matches `ja`, `ja-JP`, `JA_jp`; `US` matches `US-CA`.
-pub(crate) fn tag_matches(patterns: &[String], value: Option<&str>) -> bool {
-    let Some(value) = value else {
-        return false;
-    };
-    let value = value.replace('_', "-").to_ascii_lowercase();
-    patterns.iter().any(|p| {
-        let p = p.replace('_', "-").to_ascii_lowercase();
-        value == p || (value.starts_with(&p) && value.as_bytes().get(p.len()) == Some(&b'-'))
-    })
 }
 
 pub(crate) struct Rule {
@@ -1411,9 +1383,12 @@ fn compile_scope(s: &ScopeSpec, errs: &mut RuleErrors) -> Scope {
         }
     }
     Scope {
-        tenants: s.tenants.clone(),
-        locales: s.locales.clone(),
-        jurisdictions: s.jurisdictions.clone(),
+        segments: keel_core::Scope {
+            tenants: s.tenants.clone(),
+            locales: s.locales.clone(),
+            jurisdictions: s.jurisdictions.clone(),
+            ..keel_core::Scope::default()
+        },
         from,
         until,
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::grade::Grade;
 use crate::runner::{Strategy, Variant};
-use crate::scenario::{covers, Scenario};
+use crate::scenario::{segment, Scenario};
 
 /// One reply the simulated client received.
 #[derive(Debug, Clone)]
@@ -134,9 +134,8 @@ fn round4(x: f64) -> f64 {
 fn true_for(s: &Scenario, i: usize, a: &Alert) -> bool {
     let c = &s.changes[i];
     a.at_ms >= c.effective_ms
-        && covers(&c.scope.locales, &a.locale)
-        && covers(&c.scope.jurisdictions, &a.jurisdiction)
-        && c.scope.topic.as_deref().is_none_or(|t| t == a.topic)
+        && c.scope
+            .covers(&segment(&a.topic, None, &a.locale, &a.jurisdiction))
 }
 
 #[allow(clippy::too_many_arguments)]

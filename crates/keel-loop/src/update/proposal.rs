@@ -346,6 +346,7 @@ pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), L
         locales: sc.locales.clone(),
         jurisdictions: sc.jurisdictions.clone(),
         topic: sc.topic.clone(),
+        ..FactScope::default()
     });
     let versions: Vec<&Fact> = existing.iter().filter(|f| f.key == key).collect();
     let template = scope

@@ -35,12 +35,6 @@ pub struct RolloutScope {
     pub locale: Option<String>,
 }
 
-/// Whether a scope locale (`ja`) covers a request locale (`ja-JP`).
-pub fn locale_covers(scope: &str, req: &str) -> bool {
-    let (s, r) = (scope.to_ascii_lowercase(), req.to_ascii_lowercase());
-    r == s || r.starts_with(&format!("{s}-"))
-}
-
 impl RolloutScope {
     /// `tenant|locale` with `*` for "any": at most one canary runs per key.
     pub fn key(&self) -> String {
@@ -51,14 +45,16 @@ impl RolloutScope {
         )
     }
 
-    /// Whether a request of `tenant` in `locale` falls in this scope.
+    /// Whether a request of `tenant` in `locale` falls in this scope (the one
+    /// [`keel_core::Scope::covers`]: `ja` covers `ja-JP` and `ja_JP`).
     pub fn covers(&self, tenant: &str, locale: Option<&str>) -> bool {
-        self.tenant.as_deref().is_none_or(|t| t == tenant)
-            && match (&self.locale, locale) {
-                (None, _) => true,
-                (Some(s), Some(r)) => locale_covers(s, r),
-                (Some(_), None) => false,
-            }
+        keel_core::Scope::of(self.tenant.as_deref(), self.locale.as_deref(), None).covers(
+            &keel_core::Segment {
+                tenant,
+                locale,
+                ..keel_core::Segment::default()
+            },
+        )
     }
 
     /// Higher = more specific (tenant counts more than locale).
