@@ -317,10 +317,10 @@ detectors:
   - {id: facts, kind: facts}
 rules:
   - id: fix-facts
-category: custom:facts
-phase: output
-when: signals.facts.stale > 0
-action: {correct: {}}
+    category: custom:facts
+    phase: output
+    when: signals.facts.stale > 0
+    action: {correct: {}}
 "#;
     let mut p = Policy::from_files(&[("policy.yaml", yaml)]).unwrap();
     p.set_fact_checker(Arc::new(FactIndex::new(facts).unwrap()));
@@ -383,15 +383,15 @@ detectors:
   - {id: facts, kind: facts}
 rules:
   - id: stale-escalate
-category: custom:facts
-phase: output
-when: signals.facts.stale > 1
-action: {escalate: {message: "A person will check this answer."}}
+    category: custom:facts
+    phase: output
+    when: signals.facts.stale > 1
+    action: {escalate: {message: "A person will check this answer."}}
   - id: unknown-notice
-category: custom:facts
-phase: output
-when: signals.facts.unknown > 0 || "stale" in signals.facts.findings
-action: {append: {notice: "Figures may have changed."}}
+    category: custom:facts
+    phase: output
+    when: signals.facts.unknown > 0 || "stale" in signals.facts.findings
+    action: {append: {notice: "Figures may have changed."}}
 "#;
     let mut p = Policy::from_files(&[("policy.yaml", yaml)]).unwrap();
     p.set_fact_checker(Arc::new(FactIndex::new(tax()).unwrap()));
