@@ -8,7 +8,7 @@ use super::{apply_edits, phase_idx, Action, PhasePlan, Policy};
 use crate::decision::{
     ActionKind, Decision, FactCheck, MatchedSpan, RuleError, RuleHit, TransformedText, MAX_SPANS,
 };
-use crate::detect::{DetectorKind, FactChecker, Finding, PII_KINDS};
+use crate::detect::{DetectorKind, FactChecker, Finding, ScanWith, PII_KINDS};
 use crate::expr::{self, Activation, BoxVal};
 use crate::input::{EvalContext, EvalInput, Phase, SegmentKind};
 
@@ -31,15 +31,12 @@ impl Policy {
         let plan = &self.plans[phase_idx(phase)];
         for (i, s) in segs.iter().enumerate() {
             if plan.detectors.iter().any(|u| *u) {
-                self.detectors.scan(
-                    &s.text,
-                    0,
-                    i,
-                    &plan.detectors,
-                    &input.context,
+                let with = ScanWith {
+                    used: &plan.detectors,
+                    context: &input.context,
                     checker,
-                    &mut findings,
-                );
+                };
+                self.detectors.scan(&s.text, 0, i, with, &mut findings);
             }
         }
         let texts: Vec<&str> = segs.iter().map(|s| s.text.as_str()).collect();
@@ -58,8 +55,12 @@ impl Policy {
     ) {
         let plan = &self.plans[phase_idx(phase)];
         if plan.detectors.iter().any(|u| *u) {
-            self.detectors
-                .scan(text, base, segment, &plan.detectors, ctx, None, out);
+            let with = ScanWith {
+                used: &plan.detectors,
+                context: ctx,
+                checker: None,
+            };
+            self.detectors.scan(text, base, segment, with, out);
         }
     }
 
