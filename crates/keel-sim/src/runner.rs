@@ -445,18 +445,21 @@ pub async fn run(
     let outcome = match result {
         Ok(()) => {
             let end_ms = s.start_ms + s.ticks() as i64 * s.tick_ms;
+            let seen = metrics::Observed {
+                served: &st.served,
+                alerts: &st.alerts,
+                mitigated: &st.mitigated,
+                canary: &st.canary,
+                to_human: &st.to_human,
+                labels: st.labels,
+                end_ms,
+                ticks: &st.ticks,
+            };
             let (row, series) = metrics::compute(
                 s,
                 spec.variant,
                 spec.strategy,
-                &st.served,
-                &st.alerts,
-                &st.mitigated,
-                &st.canary,
-                &st.to_human,
-                st.labels,
-                end_ms,
-                &st.ticks,
+                seen,
                 spec.sweep.clone(),
                 st.notes.clone(),
             );
