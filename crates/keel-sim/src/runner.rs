@@ -438,10 +438,16 @@ pub async fn run(
         notes: Vec::new(),
     };
     let keys = Arc::new(keys);
-    let result = drive(
-        spec, seed, &client, &keys, &time, &model_ix, &shared, &mut st,
-    )
-    .await;
+    let run = Drive {
+        spec,
+        seed,
+        c: &client,
+        keys: &keys,
+        time: &time,
+        model: &model_ix,
+        shared: &shared,
+    };
+    let result = drive(&run, &mut st).await;
     let outcome = match result {
         Ok(()) => {
             let end_ms = s.start_ms + s.ticks() as i64 * s.tick_ms;
@@ -490,17 +496,28 @@ pub async fn run(
     Ok((outcome?, None))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    spec: &RunSpec,
+/// What driving one run reads: its spec and seed, the HTTP client and keys, the clock
+/// control, the model's index and the scenario shared with the client tasks.
+struct Drive<'a> {
+    spec: &'a RunSpec,
     seed: u64,
-    c: &Client,
-    keys: &Arc<Keys>,
-    time: &TimeControl,
-    model: &Arc<ModelIndex>,
-    shared: &Arc<Scenario>,
-    st: &mut RunState,
-) -> Result<(), SimError> {
+    c: &'a Client,
+    keys: &'a Arc<Keys>,
+    time: &'a TimeControl,
+    model: &'a Arc<ModelIndex>,
+    shared: &'a Arc<Scenario>,
+}
+
+async fn drive(run: &Drive<'_>, st: &mut RunState) -> Result<(), SimError> {
+    let Drive {
+        spec,
+        seed,
+        c,
+        keys,
+        time,
+        model,
+        shared,
+    } = *run;
     let s = &spec.scenario;
     let monitors = spec.strategy != Strategy::Static;
     time.set(c, &keys.admin, s.start_ms).await?;
@@ -523,6 +540,20 @@ async fn drive(
             "no update pipeline API: the operator publishes reviewers' suggestions directly".into(),
         );
     }
+    let env = ConvEnv {
+        c: c.clone(),
+        keys: keys.clone(),
+        s: shared.clone(),
+        seed,
+        model: model.clone(),
+    };
+    let staff = Staff {
+        c,
+        keys,
+        spec,
+        seed,
+        update_api,
+    };
     for tick in 0..s.ticks() {
         let now = s.start_ms + tick as i64 * s.tick_ms;
         time.set(c, &keys.admin, now).await?;
@@ -546,16 +577,7 @@ async fn drive(
             futures::stream::iter(convs.iter().enumerate())
                 .map(|(ci, conv)| {
                     // A task per conversation: the client side uses every core.
-                    let task = tokio::spawn(converse(
-                        c.clone(),
-                        keys.clone(),
-                        shared.clone(),
-                        seed,
-                        model.clone(),
-                        conv.clone(),
-                        ci,
-                        now,
-                    ));
+                    let task = tokio::spawn(converse(env.clone(), conv.clone(), ci, now));
                     async move {
                         task.await
                             .map_err(|e| SimError::Gateway(format!("client task: {e}")))?
@@ -601,7 +623,7 @@ async fn drive(
         if monitors {
             read_alerts(c, keys, now, st).await?;
         }
-        humans(c, keys, s, seed, tick, now, spec, update_api, st).await?;
+        humans(&staff, tick, now, st).await?;
         st.ticks.push(stats);
         if let Some(p) = &spec.progress {
             p.inc(1);
@@ -637,18 +659,31 @@ struct ConvOutcome {
     feedback: Vec<Value>,
 }
 
-/// One conversation: its turns in order, each graded, each with the user's reaction.
-#[allow(clippy::too_many_arguments)]
-async fn converse(
+/// What a simulated client task owns: the HTTP client, the keys, the scenario, the seed and
+/// the model's index.
+#[derive(Clone)]
+struct ConvEnv {
     c: Client,
     keys: Arc<Keys>,
     s: Arc<Scenario>,
     seed: u64,
     model: Arc<ModelIndex>,
+}
+
+/// One conversation: its turns in order, each graded, each with the user's reaction.
+async fn converse(
+    env: ConvEnv,
     conv: Conversation,
     ci: usize,
     now: i64,
 ) -> Result<ConvOutcome, SimError> {
+    let ConvEnv {
+        c,
+        keys,
+        s,
+        seed,
+        model,
+    } = env;
     let (c, s, conv) = (&c, s.as_ref(), &conv);
     let seg = &s.traffic.segments[conv.segment];
     let topic = &s.topics[conv.topic];
@@ -763,20 +798,28 @@ fn in_hours(s: &Scenario, ms: i64) -> bool {
     hour >= s.reviewers.hours[0] && hour < s.reviewers.hours[1]
 }
 
+/// What the people of a run (support staff, reviewers, the operator) work with.
+#[derive(Clone, Copy)]
+struct Staff<'a> {
+    c: &'a Client,
+    keys: &'a Keys,
+    spec: &'a RunSpec,
+    seed: u64,
+    /// The gateway serves the update pipeline's API (`/api/proposals`).
+    update_api: bool,
+}
+
 /// People: support staff answer handoffs; in `continual`, reviewers work the queue and the
 /// operator turns their suggestions into updates.
-#[allow(clippy::too_many_arguments)]
-async fn humans(
-    c: &Client,
-    keys: &Keys,
-    s: &Scenario,
-    seed: u64,
-    tick: u64,
-    now: i64,
-    spec: &RunSpec,
-    update_api: bool,
-    st: &mut RunState,
-) -> Result<(), SimError> {
+async fn humans(staff: &Staff<'_>, tick: u64, now: i64, st: &mut RunState) -> Result<(), SimError> {
+    let Staff {
+        c,
+        keys,
+        spec,
+        seed,
+        update_api,
+    } = *staff;
+    let s: &Scenario = &spec.scenario;
     let on_duty = in_hours(s, now) && s.reviewers.count > 0;
     // Handoffs: a person joins once on duty and past the latency.
     if on_duty {
@@ -808,7 +851,7 @@ async fn humans(
         follow_rollouts(c, keys, now, st).await?;
         if st.rollouts.is_empty() && !st.queued.is_empty() {
             let (review, sug, change) = st.queued.remove(0);
-            operator_acts(c, keys, s, change, &review, &sug, now, update_api, st).await?;
+            operator_acts(staff, change, &review, &sug, now, st).await?;
         }
     }
     if !on_duty {
@@ -907,18 +950,7 @@ async fn humans(
         }
         st.labels += 1;
         if let (Some(ch), true) = (wrong_change, accurate) {
-            operator_acts(
-                c,
-                keys,
-                s,
-                ch,
-                &id,
-                &label["suggestion"],
-                now,
-                update_api,
-                st,
-            )
-            .await?;
+            operator_acts(staff, ch, &id, &label["suggestion"], now, st).await?;
         }
     }
     Ok(())
@@ -926,18 +958,22 @@ async fn humans(
 
 /// The operator acts on a reviewer's suggestion: a proposal through the update pipeline (or,
 /// without it, a direct publish), once per distinct suggestion.
-#[allow(clippy::too_many_arguments)]
 async fn operator_acts(
-    c: &Client,
-    keys: &Keys,
-    s: &Scenario,
+    staff: &Staff<'_>,
     change: usize,
     review_id: &str,
     suggestion: &Value,
     now: i64,
-    update_api: bool,
     st: &mut RunState,
 ) -> Result<(), SimError> {
+    let Staff {
+        c,
+        keys,
+        spec,
+        update_api,
+        ..
+    } = *staff;
+    let s: &Scenario = &spec.scenario;
     // People act after the tick's traffic: their changes count from the next request on.
     let canon = suggestion.to_string();
     if st.acted.contains_key(&canon) {
