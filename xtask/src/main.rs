@@ -1,9 +1,11 @@
 //! `cargo xtask`: the CI pipeline (`ci`), tidy checks and benchmark orchestration.
 //!
 //! `cargo xtask ci` installs what the tests need (a Python venv with the `openai` SDK), then runs
-//! fmt, clippy, the test suite, the SDK test and a release build, printing each phase's time.
+//! fmt, tidy, clippy, cargo-deny, the test suite, the SDK test and a release build, printing each
+//! phase's time.
 
 mod bench;
+mod deny;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -112,6 +114,7 @@ fn ci(root: &Path) -> Result<()> {
                 "warnings",
             ]))
         })?;
+        p.run("deny", || deny::check(root))?;
         let nextest = cargo()
             .args(["nextest", "--version"])
             .output()
