@@ -48,14 +48,25 @@ pub(crate) fn check(root: &Path) -> Result<()> {
             .arg(root.join("Cargo.toml"));
         cmd
     };
-    run(deny().args(["check", "licenses", "bans", "sources"]))?;
+    run(deny().args([
+        "check",
+        "--hide-inclusion-graph",
+        "licenses",
+        "bans",
+        "sources",
+    ]))?;
     let fetched = deny()
         .args(["fetch", "db"])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     if fetched {
-        run(deny().args(["check", "--disable-fetch", "advisories"]))
+        run(deny().args([
+            "check",
+            "--hide-inclusion-graph",
+            "--disable-fetch",
+            "advisories",
+        ]))
     } else {
         eprintln!("advisory database unreachable: advisories not checked in this run");
         Ok(())

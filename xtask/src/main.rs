@@ -25,10 +25,13 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("tidy") => tidy::check(&root),
+        Some("deny") => deny::check(&root),
         Some("venv") => venv(&root).map(|p| println!("{}", p.display())),
         Some("bench") => bench::dispatch(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci | tidy | venv | bench gateway [--duration SECS]");
+            eprintln!(
+                "usage: cargo xtask ci | tidy | deny | venv | bench gateway [--duration SECS]"
+            );
             bail!("unknown or missing task")
         }
     }
