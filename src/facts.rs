@@ -170,6 +170,7 @@ pub async fn run(verb: FactsVerb, clock: Arc<dyn Clock>) -> Result<()> {
                             locales,
                             jurisdictions,
                             topic,
+                            ..FactScope::default()
                         }
                     } else {
                         latest.as_ref().map(|f| f.scope.clone()).unwrap_or_default()

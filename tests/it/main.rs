@@ -16,6 +16,7 @@ mod learn;
 mod ledger;
 mod policy;
 mod review;
+mod scope;
 mod sdk;
 mod sim;
 mod sim_mode;

@@ -201,6 +201,7 @@ fn parse_csv(text: &str) -> Result<Vec<Fact>, LoopError> {
                 locales: list("locales"),
                 jurisdictions: list("jurisdictions"),
                 topic: opt("topic"),
+                ..keel_policy::FactScope::default()
             },
             effective_from: get("effective_from"),
             effective_until: opt("effective_until"),
