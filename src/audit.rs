@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
-use keel_audit::{erase_events, issue_checkpoint, verify_log, EraseTarget, LedgerSigner};
+use keel_audit::{EraseTarget, LedgerSigner};
 use keel_core::Clock;
-use keel_gateway::server::open_store;
 use keel_gateway::Config;
 use keel_ledger::encode_hash;
+use keel_service::audit;
 
-use crate::{cli_actor, load, AuditVerb};
+use crate::{cli_operator, load, AuditVerb};
 
 fn signer(config: &Config) -> Result<LedgerSigner> {
     Ok(LedgerSigner::load_or_create(
@@ -42,7 +43,8 @@ pub async fn run(verb: AuditVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let config = load(&config)?;
             let signer = signer(&config)?;
             let store = open_store(&config).await?;
-            let cp = issue_checkpoint(store.as_ref(), &signer, clock.as_ref()).await;
+            let cp =
+                audit::checkpoint(store.as_ref(), clock.as_ref(), &cli_operator(), &signer).await;
             store.close().await;
             print!("{}", cp?.note);
         }
@@ -98,11 +100,12 @@ pub async fn run(verb: AuditVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let started = std::time::Instant::now();
-            let report = verify_log(store.as_ref(), &verifier, |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await;
+            let report =
+                audit::verify(store.as_ref(), &cli_operator(), &verifier, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await;
             bar.finish_and_clear();
             store.close().await;
             let report = report?;
@@ -157,12 +160,12 @@ pub async fn run(verb: AuditVerb, clock: Arc<dyn Clock>) -> Result<()> {
             };
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let n = erase_events(
+            let n = audit::erase(
                 store.as_ref(),
+                clock.as_ref(),
+                &cli_operator(),
                 &target,
                 &reason,
-                &cli_actor(),
-                clock.as_ref(),
             )
             .await;
             store.close().await;

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{Context, Result};
 use keel_core::clock::format_ms;
 use keel_core::Clock;
-use keel_gateway::server::open_store;
 use keel_loop::watch::Monitor;
 
 use crate::{load, ConfigArg};

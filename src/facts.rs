@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use keel_core::clock::format_ms;
 use keel_core::Clock;
-use keel_gateway::api::facts::{load as load_facts, set_facts};
-use keel_gateway::server::open_store;
 use keel_policy::{Fact, FactScope};
+use keel_service::facts::{load as load_facts, set as set_facts};
 
-use crate::{cli_actor, load, ConfigArg};
+use crate::{cli_operator, load, ConfigArg};
 
 /// The arguments of `keel facts set`.
 #[derive(Args)]
@@ -170,6 +170,7 @@ pub async fn run(verb: FactsVerb, clock: Arc<dyn Clock>) -> Result<()> {
                             locales,
                             jurisdictions,
                             topic,
+                            ..FactScope::default()
                         }
                     } else {
                         latest.as_ref().map(|f| f.scope.clone()).unwrap_or_default()
@@ -186,9 +187,9 @@ pub async fn run(verb: FactsVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 };
                 let stored = set_facts(
                     store.as_ref(),
+                    &cli_operator(),
                     &[fact],
                     &reason,
-                    &cli_actor(),
                     clock.now_ms(),
                 )
                 .await?;
@@ -275,9 +276,9 @@ pub async fn run(verb: FactsVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let store = open_store(&config).await?;
             let result = set_facts(
                 store.as_ref(),
+                &cli_operator(),
                 &facts,
                 &reason,
-                &cli_actor(),
                 clock.now_ms(),
             )
             .await;

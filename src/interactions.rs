@@ -1,10 +1,10 @@
 //! `keel interactions list|show`: recorded interactions from the store (what
 //! `GET /api/interactions` serves to reviewer, admin and auditor keys), newest first.
 
+use crate::open_store;
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use keel_core::clock::format_ms;
-use keel_gateway::server::open_store;
 use keel_store::InteractionQuery;
 
 use crate::{load, ConfigArg};

@@ -2,9 +2,9 @@
 //! availability) and `rebuild` (retrain from the event history, compare with the online model,
 //! persist).
 
+use crate::open_store;
 use anyhow::Result;
 use clap::Subcommand;
-use keel_gateway::server::open_store;
 use serde_json::Value;
 
 use crate::{load, ConfigArg};
@@ -67,7 +67,7 @@ pub(crate) async fn run(verb: LearnVerb) -> Result<()> {
         LearnVerb::Status { config, json } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let result = keel_gateway::learn::status(store.as_ref(), &config.learn).await;
+            let result = keel_service::learn::status(store.as_ref(), &config.learn).await;
             store.close().await;
             let status = result?;
             if status["examples"] == 0 {
@@ -83,7 +83,7 @@ pub(crate) async fn run(verb: LearnVerb) -> Result<()> {
         LearnVerb::Rebuild { config } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let result = keel_gateway::learn::rebuild(store.as_ref(), &config.learn).await;
+            let result = keel_service::learn::rebuild(store.as_ref(), &config.learn).await;
             store.close().await;
             let r = result?;
             eprintln!(

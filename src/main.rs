@@ -16,13 +16,11 @@ mod versions;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use keel_core::auth::mint_key;
 use keel_core::clock::format_ms;
 use keel_core::{Clock, Role, SystemClock};
 use keel_gateway::config::LogFormat;
-use keel_gateway::server::open_store;
 use keel_gateway::Config;
 
 #[derive(Parser)]
@@ -404,11 +402,22 @@ fn init_logging_at(format: LogFormat, default: &str) {
     };
 }
 
+/// The CLI's operator as the service layer sees it: an admin of every tenant.
+pub(crate) fn cli_operator() -> keel_service::Actor {
+    let who = cli_actor();
+    keel_service::Actor::operator(&who, who.trim_start_matches("cli:"))
+}
+
 pub(crate) fn cli_actor() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "operator".into())
     )
+}
+
+/// Opens the configured store (creating and migrating it if absent).
+pub(crate) async fn open_store(config: &Config) -> Result<Arc<dyn keel_store::Store>> {
+    Ok(keel_service::open_store(&config.storage_url(), config.storage.durability).await?)
 }
 
 pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {
@@ -578,9 +587,17 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let role = Role::parse(&role)?;
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let minted = mint_key(&tenant, role, name, &cli_actor(), clock.as_ref())?;
-            store.append(vec![minted.event]).await?;
+            let minted = keel_service::keys::create(
+                store.as_ref(),
+                clock.as_ref(),
+                &cli_operator(),
+                &tenant,
+                role,
+                name,
+            )
+            .await;
             store.close().await;
+            let minted = minted?;
             eprintln!(
                 "created key {} (tenant {}, role {}); it is shown once:",
                 minted.record.key_id,
@@ -592,8 +609,9 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
         KeysVerb::List { config } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let keys = store.list_keys().await?;
+            let keys = keel_service::keys::list(store.as_ref(), &cli_operator()).await;
             store.close().await;
+            let keys = keys?;
             println!("KEY_ID\tTENANT\tROLE\tNAME\tCREATED\tREVOKED");
             for k in keys {
                 println!(
@@ -610,17 +628,15 @@ async fn keys(verb: KeysVerb, clock: Arc<dyn Clock>) -> Result<()> {
         KeysVerb::Revoke { config, key_id } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let Some(key) = store.key_by_id(&key_id).await? else {
-                store.close().await;
-                bail!("no key with id `{key_id}`");
-            };
-            if key.revoked_ms.is_some() {
-                store.close().await;
-                bail!("key `{key_id}` is already revoked");
-            }
-            let event = keel_core::auth::revoke_key_event(&key, &cli_actor(), clock.as_ref());
-            store.append(vec![event]).await?;
+            let result = keel_service::keys::revoke(
+                store.as_ref(),
+                clock.as_ref(),
+                &cli_operator(),
+                &key_id,
+            )
+            .await;
             store.close().await;
+            result?;
             println!("{key_id}");
         }
     }

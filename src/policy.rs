@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
 use keel_core::clock::format_ms;
 use keel_core::Clock;
-use keel_gateway::server::open_store;
 use keel_loop::update::published_event;
 use keel_policy::{floor, lint, run_tests, Bundle, Policy};
 
@@ -127,44 +127,31 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let config = load(&config)?;
             let store = open_store(&config).await?;
             let result = async {
-                let version =
-                    keel_gateway::update::resolve_version(store.as_ref(), &version).await?;
-                if let Some(t) = &tenant {
-                    keel_core::auth::validate_tenant(t)?;
-                }
                 let reason = match reason {
                     Some(r) => r,
                     None if allow_weaker_than_default => String::new(),
                     None => "activated from the CLI".to_string(),
                 };
-                let reason = keel_gateway::floor::check_activation(
-                    store.as_ref(),
-                    &version,
+                // Activation is a rollout at 100 % (one state machine); the service resolves
+                // the version and applies the protection floor.
+                let activation = keel_service::rollouts::Activation {
+                    version: &version,
+                    tenant,
+                    reason: &reason,
                     allow_weaker_than_default,
-                    &reason,
-                )
-                .await?;
-                // Activation is a rollout at 100 % (one state machine).
-                keel_gateway::update::start_rollout(
+                    id: keel_core::id::new_id("ro", clock.as_ref()),
+                };
+                let done = keel_service::rollouts::activate(
                     store.as_ref(),
                     clock.as_ref(),
-                    &version,
-                    100.0,
-                    keel_loop::update::rollout::RolloutScope {
-                        tenant: tenant.clone(),
-                        locale: None,
-                    },
-                    &reason,
-                    &cli_actor(),
-                    keel_core::id::new_id("ro", clock.as_ref()),
+                    &crate::cli_operator(),
+                    activation,
                 )
                 .await?;
-                if let Some(w) =
-                    keel_gateway::floor::tenant_without_keys(store.as_ref(), tenant.as_deref())
-                        .await?
-                {
+                for w in &done.warnings {
                     eprintln!("warning: {w}");
                 }
+                let version = done.rollout.version;
                 Ok::<_, anyhow::Error>(version)
             }
             .await;

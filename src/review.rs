@@ -5,22 +5,23 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use keel_core::clock::format_ms;
-use keel_core::{Clock, NewEvent, Role};
-use keel_gateway::api::kpis::{load as load_kpis, parse_group_by};
-use keel_gateway::policy::PolicyRuntime;
-use keel_gateway::server::open_store;
+use keel_core::{Clock, NewEvent};
 use keel_loop::review::dataset::{dpo_line, sft_line, Correction, ExportFilter};
-use keel_loop::review::kpi::{self, Dim, KpiQuery, KpiRow};
-use keel_loop::review::{claim_event, kinds, label_event, ClaimState, ItemRef, Label};
+use keel_loop::review::kpi::{self, KpiQuery, KpiRow};
+use keel_loop::review::{kinds, Label};
 use keel_policy::{EvalContext, EvalInput, Phase, Policy};
-use keel_store::{ReviewItemRow, ReviewQuery, Store};
+use keel_service::kpis::{self, Comparison};
+use keel_service::reviews::{self, claim_state, ListRequest};
+use keel_service::{backtests, keys, proposals};
+use keel_store::Store;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{cli_actor, load, ConfigArg};
+use crate::{cli_actor, cli_operator, load, ConfigArg};
 
 #[derive(Subcommand)]
 pub(crate) enum ReviewVerb {
@@ -157,21 +158,18 @@ pub async fn review(verb: ReviewVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let config = load(&config)?;
             let store = open_store(&config).await?;
             let now = clock.now_ms();
-            let rows = store
-                .review_items(&ReviewQuery {
-                    tenant,
-                    status,
-                    source,
-                    now_ms: now,
-                    limit,
-                    ..ReviewQuery::default()
-                })
-                .await;
+            let req = ListRequest {
+                tenant,
+                status,
+                source,
+                after_id: None,
+                limit,
+            };
+            let rows = reviews::list(store.as_ref(), &cli_operator(), req, now).await;
             store.close().await;
             println!("ID\tSEVERITY\tSOURCE\tSTATUS\tAGE_S\tCLAIMED_BY\tINTERACTION\tREASON");
             for r in rows? {
-                let st = state_of(&r);
-                let status = st.effective_status(now);
+                let status = claim_state(&r).effective_status(now);
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     r.id,
@@ -199,7 +197,8 @@ pub async fn review(verb: ReviewVerb, clock: Arc<dyn Clock>) -> Result<()> {
         ReviewVerb::Claim { config, id, key } => {
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let r = claim(store.as_ref(), &config, &id, &key, clock.as_ref()).await;
+            let lease_ms = config.review.lease_ms;
+            let r = claim(store.as_ref(), clock.as_ref(), &id, &key, lease_ms).await;
             store.close().await;
             println!("{}", r?);
         }
@@ -221,7 +220,8 @@ pub async fn review(verb: ReviewVerb, clock: Arc<dyn Clock>) -> Result<()> {
             let label = Label::parse(&body)?;
             let config = load(&config)?;
             let store = open_store(&config).await?;
-            let r = label_item(store.as_ref(), &config, &id, &key, &label, clock.as_ref()).await;
+            let quorum = config.review.reviewers_per_item;
+            let r = label_item(store.as_ref(), clock.as_ref(), &id, &key, &label, quorum).await;
             store.close().await;
             println!("{}", r?);
         }
@@ -229,122 +229,40 @@ pub async fn review(verb: ReviewVerb, clock: Arc<dyn Clock>) -> Result<()> {
     Ok(())
 }
 
-fn state_of(r: &ReviewItemRow) -> ClaimState<'_> {
-    ClaimState {
-        status: &r.status,
-        claimed_by: r.claimed_by.as_deref(),
-        lease_until_ms: r.lease_until_ms,
-    }
-}
-
-fn item_ref(r: &ReviewItemRow) -> ItemRef<'_> {
-    ItemRef {
-        id: &r.id,
-        interaction_id: &r.interaction_id,
-        tenant: &r.tenant,
-        source: &r.source,
-    }
-}
-
+/// The reviewer's view of one item: the reports (comment, correct answer, CSAT), the
+/// conversation, the decision with spans and facts, the labels so far.
 async fn show(store: &dyn Store, id: &str, clock: &dyn Clock) -> Result<Value> {
-    let Some(item) = store.review_item(id).await? else {
-        bail!("no review item `{id}`");
-    };
-    let now = clock.now_ms();
-    let mut out = keel_gateway::review_view::detail(store, &item, now).await?;
-    out["item"] = serde_json::to_value(&item)?;
+    let d = reviews::detail(store, &cli_operator(), id, clock.now_ms()).await?;
+    let mut out = d.view;
+    out["item"] = serde_json::to_value(&d.item)?;
     Ok(out)
 }
 
-/// The reviewer behind `token`, able to see `tenant`.
-async fn reviewer(store: &dyn Store, token: &str, tenant: &str) -> Result<keel_core::ApiKeyRecord> {
-    let key = store
-        .key_by_hash(&keel_core::auth::hash_token(token.trim()))
-        .await?
-        .filter(|k| k.revoked_ms.is_none())
-        .context("unknown or revoked key")?;
-    if key.role != Role::Reviewer {
-        bail!(
-            "this key has role {}; reviewing needs a reviewer key",
-            key.role.as_str()
-        );
-    }
-    if !key.sees_tenant(tenant) {
-        bail!("no such review item for this key");
-    }
-    Ok(key)
-}
-
+/// Claims an item as the reviewer behind `token`.
 async fn claim(
     store: &dyn Store,
-    config: &keel_gateway::Config,
+    clock: &dyn Clock,
     id: &str,
     token: &str,
-    clock: &dyn Clock,
+    lease_ms: i64,
 ) -> Result<String> {
-    let item = store
-        .review_item(id)
-        .await?
-        .context("no such review item")?;
-    let key = reviewer(store, token, &item.tenant).await?;
-    let now = clock.now_ms();
-    if !state_of(&item).claimable_by(&key.actor(), now) {
-        bail!("review item `{id}` is held by someone else, done, or labelled by you already");
-    }
-    let name = key.name.clone().unwrap_or_else(|| key.key_id.clone());
-    let ev = claim_event(
-        item_ref(&item),
-        &key.actor(),
-        &name,
-        now,
-        config.review.lease_ms,
-    );
-    store
-        .append(vec![ev])
-        .await
-        .context("the claim was refused (someone else claimed it meanwhile?)")?;
-    Ok(format!(
-        "{id}\tclaimed until {}",
-        format_ms(now + config.review.lease_ms)
-    ))
+    let actor = keys::actor_for_token(store, token).await?;
+    let item = reviews::claim(store, clock, &actor, id, lease_ms).await?;
+    let until = item.lease_until_ms.unwrap_or(clock.now_ms() + lease_ms);
+    Ok(format!("{id}\tclaimed until {}", format_ms(until)))
 }
 
+/// Labels an item as the reviewer behind `token`.
 async fn label_item(
     store: &dyn Store,
-    config: &keel_gateway::Config,
+    clock: &dyn Clock,
     id: &str,
     token: &str,
     label: &Label,
-    clock: &dyn Clock,
+    quorum: u32,
 ) -> Result<String> {
-    let item = store
-        .review_item(id)
-        .await?
-        .context("no such review item")?;
-    let key = reviewer(store, token, &item.tenant).await?;
-    let now = clock.now_ms();
-    if !state_of(&item).held_by(&key.actor(), now) {
-        bail!("claim review item `{id}` first (or your claim expired)");
-    }
-    let record = store
-        .interaction(&item.interaction_id)
-        .await?
-        .map(|r| r.record)
-        .unwrap_or(Value::Null);
-    let name = key.name.clone().unwrap_or_else(|| key.key_id.clone());
-    let ev = label_event(
-        item_ref(&item),
-        &key.actor(),
-        &name,
-        label,
-        config.review.reviewers_per_item,
-        &record,
-        now,
-    );
-    store
-        .append(vec![ev])
-        .await
-        .context("the label was refused (your claim expired?)")?;
+    let actor = keys::actor_for_token(store, token).await?;
+    reviews::label(store, clock, &actor, id, label, quorum).await?;
     Ok(format!("{id}\t{}", label.verdict))
 }
 
@@ -360,7 +278,7 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
     }
     let bucket_ms =
         kpi::parse_bucket(&a.bucket).context("--bucket: none, hour, day, week or <n>m|h|d")?;
-    let group_by = parse_group_by(a.group_by.as_deref()).context(
+    let group_by = kpis::parse_group_by(a.group_by.as_deref()).context(
         "--group-by: a comma list of tenant, locale, jurisdiction, policy_version, topic",
     )?;
     let config = load(&a.config)?;
@@ -373,7 +291,7 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
         now_ms: now,
     };
     let result = kpis_inner(store.as_ref(), &a, &q).await;
-    let learned = keel_gateway::learn::status(store.as_ref(), &config.learn).await;
+    let learned = keel_service::learn::status(store.as_ref(), &config.learn).await;
     store.close().await;
     let (rows, comparison) = result?;
     let learned = learned?;
@@ -437,54 +355,34 @@ async fn kpis_inner(
     a: &KpisArgs,
     q: &KpiQuery,
 ) -> Result<(Vec<KpiRow>, Option<Value>)> {
-    let tenant = a.tenant.as_deref();
-    let rows = load_kpis(store, tenant, q).await?;
-    let total = |from_ms, to_ms, group_by| KpiQuery {
-        from_ms,
-        to_ms,
-        bucket_ms: None,
-        group_by,
-        now_ms: q.now_ms,
-    };
-    let empty = KpiRow::default();
-    let comparison = if let (Some(cf), Some(ct)) = (&a.compare_from, &a.compare_to) {
-        let (cf, ct) = (time(cf, q.now_ms)?, time(ct, q.now_ms)?);
-        let ra = load_kpis(store, tenant, &total(q.from_ms, q.to_ms, vec![])).await?;
-        let rb = load_kpis(store, tenant, &total(cf, ct, vec![])).await?;
-        Some(kpi::compare(
-            ra.first().unwrap_or(&empty),
-            rb.first().unwrap_or(&empty),
-        ))
+    let compare = if let (Some(cf), Some(ct)) = (&a.compare_from, &a.compare_to) {
+        Some(Comparison::Period {
+            from_ms: time(cf, q.now_ms)?,
+            to_ms: time(ct, q.now_ms)?,
+        })
     } else if let Some(pair) = &a.compare_policies {
         let (va, vb) = pair
             .split_once(',')
             .context("--compare-policies: expected A,B")?;
-        let va = keel_gateway::update::resolve_recorded_version(store, va).await?;
-        let vb = keel_gateway::update::resolve_recorded_version(store, vb).await?;
-        let (va, vb) = (va.as_str(), vb.as_str());
-        let all = load_kpis(
-            store,
-            tenant,
-            &total(q.from_ms, q.to_ms, vec![Dim::PolicyVersion]),
-        )
-        .await?;
-        let pick = |v: &str| {
-            all.iter()
-                .find(|r| r.group.get("policy_version").map(String::as_str) == Some(v.trim()))
-                .unwrap_or(&empty)
-        };
-        Some(kpi::compare(pick(va), pick(vb)))
+        Some(Comparison::Policies {
+            a: va.trim().to_string(),
+            b: vb.trim().to_string(),
+        })
     } else {
         None
     };
-    Ok((rows, comparison))
+    let tenant = a.tenant.as_deref();
+    let r = kpis::report(store, &cli_operator(), tenant, q, compare.as_ref()).await?;
+    Ok((r.rows, r.comparison))
 }
 
 /// PII redaction for exports: the active policy's output rules (redact/rewrite), then a
 /// baseline pass with every PII recognizer, so an active policy without a redact rule never
 /// lets personal data into a dataset.
 struct Redactor {
-    runtime: PolicyRuntime,
+    /// The policy in force per tenant (its activation, else the global one, else the default
+    /// pack), compiled with the facts registry as the gateway serves it.
+    policies: std::collections::BTreeMap<String, Policy>,
     baseline: Policy,
     now: chrono::DateTime<chrono::Utc>,
 }
@@ -516,8 +414,11 @@ impl Redactor {
     }
 
     fn redact(&self, tenant: &str, text: &str) -> String {
-        let policy = self.runtime.for_tenant(tenant);
-        let first = Self::pass(&policy, tenant, self.now, text).unwrap_or_else(|| text.to_string());
+        let first = match self.policies.get(tenant) {
+            Some(policy) => Self::pass(policy, tenant, self.now, text),
+            None => None,
+        }
+        .unwrap_or_else(|| text.to_string());
         Self::pass(&self.baseline, tenant, self.now, &first).unwrap_or(first)
     }
 }
@@ -553,13 +454,6 @@ async fn export_inner(
     filter: &ExportFilter,
     clock: &dyn Clock,
 ) -> Result<(String, usize)> {
-    let runtime = PolicyRuntime::new(Default::default())?;
-    runtime.refresh(store).await?;
-    let redactor = Redactor {
-        runtime,
-        baseline: Policy::from_files(&[("policy.yaml", BASELINE)])?,
-        now: clock.now(),
-    };
     let events = store
         .events_in_range(
             &[kinds::COMPLETED],
@@ -568,6 +462,19 @@ async fn export_inner(
             filter.to_ms.unwrap_or(i64::MAX),
         )
         .await?;
+    let mut policies = std::collections::BTreeMap::new();
+    for ev in &events {
+        if !policies.contains_key(&ev.tenant) {
+            let (_, bundle) = proposals::base_bundle(store, Some(&ev.tenant)).await?;
+            let policy = backtests::compile_candidate(store, &bundle, None).await?;
+            policies.insert(ev.tenant.clone(), policy);
+        }
+    }
+    let redactor = Redactor {
+        policies,
+        baseline: Policy::from_files(&[("policy.yaml", BASELINE)])?,
+        now: clock.now(),
+    };
     let mut out = Vec::new();
     let mut lines = 0usize;
     for ev in &events {

@@ -1,25 +1,23 @@
 //! The `keel policy` verbs of the update pipeline: rollout, promote, rollback, rollouts,
 //! backtest, history, propose, proposals, approve, reject. Same events as the API
-//! (`keel_gateway::update`); the actor is `cli:$USER`.
+//! (`keel_service`); the actor is `cli:$USER`.
 
 use std::sync::Arc;
 
+use crate::open_store;
 use anyhow::{bail, Result};
 use keel_core::Clock;
-use keel_gateway::server::open_store;
-use keel_gateway::update::{self as up, Actor, ProposalSource};
 use keel_loop::update::rollout::RolloutScope;
 use keel_policy::Bundle;
+use keel_service::proposals::{self, ProposalSource};
+use keel_service::Actor;
+use keel_service::{backtests, history, rollouts};
 use serde_json::{json, Value};
 
-use crate::{cli_actor, load, PolicyVerb};
+use crate::{cli_operator, load, PolicyVerb};
 
 fn actor() -> Actor {
-    let a = cli_actor();
-    Actor {
-        person: a.trim_start_matches("cli:").to_string(),
-        actor: a,
-    }
+    cli_operator()
 }
 
 fn print_json(v: &Value) -> Result<()> {
@@ -61,24 +59,15 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     None if allow_weaker_than_default => String::new(),
                     None => "rollout from the CLI".to_string(),
                 };
-                let reason = keel_gateway::floor::check_activation(
-                    s,
-                    &version,
-                    allow_weaker_than_default,
-                    &reason,
-                )
-                .await?;
-                let r = up::start_rollout(
-                    s,
-                    c,
-                    &version,
+                let request = rollouts::RolloutRequest {
+                    version: &version,
                     percent,
-                    RolloutScope { tenant, locale },
-                    &reason,
-                    &cli_actor(),
-                    keel_core::id::new_id("ro", c),
-                )
-                .await?;
+                    scope: RolloutScope { tenant, locale },
+                    reason: &reason,
+                    allow_weaker_than_default,
+                    id: keel_core::id::new_id("ro", c),
+                };
+                let r = rollouts::start(s, c, &cli_operator(), request).await?;
                 eprintln!("{} {} at {}%", r.state, r.version, r.percent);
                 println!("{}", r.id);
             }
@@ -88,11 +77,11 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             | PolicyVerb::Rollback {
                 rollout, reason, ..
             } => {
-                let r = up::end_rollout(s, c, &rollout, promote, &reason, &cli_actor()).await?;
+                let r = rollouts::end_rollout(s, c, &rollout, promote, &reason, &cli_operator().who).await?;
                 println!("{} {}", r.id, r.state);
             }
             PolicyVerb::Rollouts { json, .. } => {
-                let tracker = up::rollouts_catch_up(s, c, &config.update).await?;
+                let tracker = rollouts::rollouts_catch_up(s, c, &config.update).await?;
                 let now = c.now_ms();
                 let rows: Vec<Value> = s
                     .rollouts()
@@ -100,8 +89,8 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     .iter()
                     .rev()
                     .map(|r| {
-                        crate::versions::without_stale_verdict(up::rollout_json(
-                            &up::rollout_of(r),
+                        crate::versions::without_stale_verdict(rollouts::rollout_json(
+                            &rollouts::rollout_of(r),
                             &tracker,
                             &config.update,
                             now,
@@ -128,13 +117,13 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 let bundle = if path.is_dir() {
                     Bundle::load_dir(path)?
                 } else if candidate.starts_with("pr_") {
-                    up::candidate_bundle(s, Some(&candidate), None).await?
+                    backtests::candidate_bundle(s, Some(&candidate), None).await?
                 } else {
-                    up::candidate_bundle(s, None, Some(&candidate)).await?
+                    backtests::candidate_bundle(s, None, Some(&candidate)).await?
                 };
-                let policy = up::compile_candidate(s, &bundle, None).await?;
+                let policy = backtests::compile_candidate(s, &bundle, None).await?;
                 let report =
-                    up::run_backtest(s, &policy, tenant.as_deref(), since_ms, i64::MAX, 100_000)
+                    backtests::run_backtest(s, &policy, tenant.as_deref(), since_ms, i64::MAX, 100_000)
                         .await?;
                 eprintln!(
                     "{} interactions replayed, {} flipped, {} erased skipped; caught {} wrong answers, {} violations",
@@ -148,7 +137,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             }
             PolicyVerb::History { .. } => {
                 println!("AT\tKIND\tOUTCOME\tACTOR\tVERSION\tROLLOUT\tPROPOSAL\tREVIEW\tREASON");
-                for r in up::history(s, None).await? {
+                for r in history::history(s, None).await? {
                     let f = |k: &str| r[k].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
                     // Fact changes name the fact (key = value) where versions go.
                     let version = match r["fact"]["key"].as_str() {
@@ -186,12 +175,11 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     (None, None) => bail!("give --review ID or --suggestion JSON"),
                 };
                 let doc =
-                    up::create_proposal(
+                    proposals::create_proposal(
                     s,
                     c,
                     source,
                     reason.as_deref(),
-                    None,
                     None,
                     &actor(),
                     keel_core::id::new_id("pr", c),
@@ -202,7 +190,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
             }
             PolicyVerb::Proposals { .. } => {
                 println!("ID\tSTATUS\tKIND\tAUTHOR\tCANDIDATE\tREASON");
-                for p in up::load_proposals(s).await?.iter().rev() {
+                for p in proposals::load_proposals(s).await?.iter().rev() {
                     let f = |k: &str| p[k].as_str().unwrap_or("-").to_string();
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
@@ -219,14 +207,14 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 proposal, reason, ..
             } => {
                 let doc =
-                    up::approve_proposal(s, c, &config.update, &proposal, &reason, &actor())
+                    proposals::approve_proposal(s, c, &config.update, &proposal, &reason, &actor())
                         .await?;
                 print_json(&doc)?;
             }
             PolicyVerb::Reject {
                 proposal, reason, ..
             } => {
-                let doc = up::reject_proposal(s, c, &proposal, &reason, &actor()).await?;
+                let doc = proposals::reject_proposal(s, c, &proposal, &reason, &actor()).await?;
                 print_json(&doc)?;
             }
             _ => bail!("not an update verb"),

@@ -1,11 +1,10 @@
 //! Naming and showing policy versions on the command line: a bundle directory, or a published
 //! version by full id or unambiguous prefix (the one resolver,
-//! `keel_gateway::update::resolve_version`); the `policy rollouts` table.
+//! `keel_service::rollouts::resolve_version`); the `policy rollouts` table.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use keel_gateway::server::open_store;
 use keel_policy::Policy;
 
 /// The policy in directory `arg`, else the published version `arg` names (needs `config`).
@@ -20,10 +19,10 @@ pub(crate) async fn dir_or_version(arg: &Path, config: Option<&Path>) -> Result<
         );
     };
     let config = keel_gateway::Config::load(config)?;
-    let store = open_store(&config).await?;
+    let store = crate::open_store(&config).await?;
     let result = async {
         let query = arg.to_string_lossy();
-        let version = keel_gateway::update::resolve_version(store.as_ref(), &query).await?;
+        let version = keel_service::rollouts::resolve_version(store.as_ref(), &query).await?;
         let payload = store
             .policy_bundle(&version)
             .await?

@@ -411,7 +411,7 @@ async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
         .await
         .unwrap()
         .is_empty());
-    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+    let r = keel_service::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
         .await
         .unwrap();
     assert!(r.identical, "{r:?}");
@@ -435,7 +435,7 @@ async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
     .unwrap();
     assert_eq!(n, 1);
     // The online model keeps what it learned; a rebuild cannot see the erased reply.
-    let r = keel_gateway::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
+    let r = keel_service::learn::rebuild(p.gw.store.as_ref(), &p.gw.config.learn)
         .await
         .unwrap();
     assert!(!r.identical, "{r:?}");
@@ -450,7 +450,7 @@ async fn an_erased_reply_is_skipped_and_rebuild_says_different() {
     .await;
     learn_step(&state).await.unwrap();
     assert_eq!(state.learned.status()["examples"], 13);
-    let saved = keel_gateway::learn::status(p.gw.store.as_ref(), &p.gw.config.learn)
+    let saved = keel_service::learn::status(p.gw.store.as_ref(), &p.gw.config.learn)
         .await
         .unwrap();
     assert_eq!(saved["examples"], 13);

@@ -1,9 +1,11 @@
 //! `cargo xtask`: the CI pipeline (`ci`), tidy checks and benchmark orchestration.
 //!
 //! `cargo xtask ci` installs what the tests need (a Python venv with the `openai` SDK), then runs
-//! fmt, clippy, the test suite, the SDK test and a release build, printing each phase's time.
+//! fmt, tidy, clippy, cargo-deny, the test suite, the SDK test and a release build, printing each
+//! phase's time.
 
 mod bench;
+mod deny;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -23,10 +25,13 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(&root),
         Some("tidy") => tidy::check(&root),
+        Some("deny") => deny::check(&root),
         Some("venv") => venv(&root).map(|p| println!("{}", p.display())),
         Some("bench") => bench::dispatch(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci | tidy | venv | bench gateway [--duration SECS]");
+            eprintln!(
+                "usage: cargo xtask ci | tidy | deny | venv | bench gateway [--duration SECS]"
+            );
             bail!("unknown or missing task")
         }
     }
@@ -112,6 +117,7 @@ fn ci(root: &Path) -> Result<()> {
                 "warnings",
             ]))
         })?;
+        p.run("deny", || deny::check(root))?;
         let nextest = cargo()
             .args(["nextest", "--version"])
             .output()

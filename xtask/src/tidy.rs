@@ -1,5 +1,6 @@
 //! Tidy checks: every module opens with a `//!` line; every crate is in ARCHITECTURE.md and
-//! opts into the workspace lints.
+//! opts into the workspace lints; every event kind in `keel_core::EventKind` has a row in
+//! ARCHITECTURE.md's event catalogue.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,19 @@ pub fn check(root: &Path) -> Result<()> {
             }
         }
     }
+    let catalogue =
+        std::fs::read_to_string(root.join("crates/keel-core/src/event.rs")).unwrap_or_default();
+    let kinds = event_kinds(&catalogue);
+    if kinds.is_empty() {
+        problems.push("crates/keel-core/src/event.rs: no event kinds found in EventKind".into());
+    }
+    for kind in kinds {
+        if !arch.contains(&format!("| `{kind}` |")) {
+            problems.push(format!(
+                "event kind `{kind}` is not in ARCHITECTURE.md's event catalogue table"
+            ));
+        }
+    }
     if problems.is_empty() {
         eprintln!("tidy: {} files checked, all fine", files.len());
         Ok(())
@@ -65,5 +79,36 @@ pub fn check(root: &Path) -> Result<()> {
             eprintln!("tidy: {p}");
         }
         bail!("{} tidy problems", problems.len())
+    }
+}
+
+/// The kinds declared in `impl EventKind` (`pub const NAME: &'static str = "Kind";`).
+fn event_kinds(source: &str) -> Vec<String> {
+    let Some(start) = source.find("impl EventKind {") else {
+        return Vec::new();
+    };
+    source[start..]
+        .lines()
+        .take_while(|l| !l.starts_with('}'))
+        .filter(|l| l.trim_start().starts_with("pub const") && l.contains("&'static str ="))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_kinds;
+
+    fn check(source: &str, expected: &[&str]) {
+        assert_eq!(event_kinds(source), expected, "{source}");
+    }
+
+    #[test]
+    fn event_kinds_are_read_from_the_catalogue_impl() {
+        check(
+            "pub struct EventKind;\nimpl EventKind {\n    pub const A: &'static str = \"Alpha\";\n    pub const ALL: [&'static str; 1] = [Self::A];\n}\nconst X: &'static str = \"Other\";\n",
+            &["Alpha"],
+        );
+        check("no catalogue here", &[]);
     }
 }

@@ -7,7 +7,11 @@ use keel_store::{SeqFilter, Store};
 use crate::AuditError;
 
 /// Kinds whose payloads carry user content and may be erased.
-pub const ERASABLE_KINDS: &[&str] = &["InteractionRecorded", "FeedbackReceived", "ReviewCompleted"];
+pub const ERASABLE_KINDS: &[&str] = &[
+    keel_core::EventKind::INTERACTION_RECORDED,
+    keel_core::EventKind::FEEDBACK_RECEIVED,
+    keel_core::EventKind::REVIEW_COMPLETED,
+];
 
 /// Most seqs named by one `PayloadErased` event.
 const CHUNK: usize = 5_000;
@@ -59,7 +63,7 @@ pub async fn erase_events(
     let events: Vec<NewEvent> = seqs
         .chunks(CHUNK)
         .map(|chunk| NewEvent {
-            kind: "PayloadErased".to_string(),
+            kind: keel_core::EventKind::PAYLOAD_ERASED.to_string(),
             actor: actor.to_string(),
             tenant: "*".to_string(),
             at_ms: clock.now_ms(),

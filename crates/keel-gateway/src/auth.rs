@@ -81,6 +81,11 @@ impl Caller {
         }
     }
 
+    /// The caller as the service layer sees it.
+    pub fn actor(&self) -> keel_service::Actor {
+        keel_service::Actor::from_key(&self.0)
+    }
+
     /// Whether the caller may see an object of `tenant`.
     pub fn sees(&self, tenant: &str) -> bool {
         self.0.sees_tenant(tenant)

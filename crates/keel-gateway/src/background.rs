@@ -108,7 +108,7 @@ const MONITOR_KEY: &str = "monitor";
 /// canary arm; automatic promote or rollback) and returns its cursor. The timer loop and the
 /// simulator's barrier both call this.
 pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
-    let t = crate::update::rollouts_catch_up(
+    let t = keel_service::rollouts::rollouts_catch_up(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,

@@ -9,22 +9,19 @@ mod enforce;
 mod pending;
 mod request;
 mod stream;
+mod turn;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use keel_core::Outcome;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::auth::{Caller, APP};
 use crate::error::GatewayError;
-use crate::extract::{parse_json_value, read_body};
 use crate::routes::RouteModule;
-use crate::sse::ReplyAccumulator;
-use keel_policy::{ActionKind, EvalInput, Phase};
 
 pub use pending::Pending;
 pub use request::{validate_chat_request, ChatRequest};
@@ -63,164 +60,31 @@ async fn list_models(
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
+/// The steps of one completion: validate, decide input, route, relay, decide output, record.
+/// Each step either hands the turn on or answers (a block, an upstream failure) itself.
 async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    caller.require(APP)?;
-    let bytes = read_body(req.into_body(), state.config.server.max_body_bytes).await?;
-    let value = parse_json_value(&bytes)?;
-    let chat = validate_chat_request(value, &caller.0.tenant)?;
-    if !state.upstreams.serves(&chat.model) {
-        return Err(GatewayError::ModelNotFound(chat.model));
-    }
-    let mut pending = Pending::start(&state, &caller, &chat);
-    let id = pending.id().to_string();
-    let split_key = chat.context.conversation_id.as_deref().unwrap_or(&id);
-    let (policy, arm) =
-        state
-            .policies
-            .for_request(&caller.0.tenant, chat.context.locale.as_deref(), split_key);
-    pending.policy_version = Some(policy.version().to_string());
-    pending.rollout = arm.map(|(rollout, arm)| serde_json::json!({"id": rollout, "arm": arm}));
-    let input = EvalInput::from_openai_request(
-        &chat.forward,
-        enforce::eval_context(&chat.context, state.clock.now()),
-    );
-    let in_dec = policy.evaluate(Phase::Input, &input);
-    let created = state.clock.now_ms() / 1000;
-    if in_dec.is_blocking() {
-        let message = in_dec
-            .message
-            .clone()
-            .unwrap_or_else(|| "This request was blocked by policy.".into());
-        let body = enforce::blocked_completion(&id, &chat.model, created, chat.n, &message);
-        let mut acc = ReplyAccumulator::default();
-        acc.observe_completion(&body);
-        pending.acc = acc;
-        pending.decision = Some(enforce::record(&in_dec, &[]));
-        pending.finish(Outcome::Ok, 200, None).await?;
-        let resp = if chat.stream {
-            stream::blocked(
-                &id,
-                &chat.model,
-                created,
-                chat.n,
-                &message,
-                chat.include_usage,
-                in_dec.summary(),
-            )
-        } else {
-            Json(body).into_response()
-        };
-        return Ok(decision_header(with_headers(resp, &id), in_dec.summary()));
-    }
-    let mut forward = chat.forward.clone();
-    enforce::apply_transforms(&mut forward, &in_dec);
-    let route = (in_dec.action == ActionKind::Route)
-        .then(|| in_dec.upstream.clone())
-        .flatten();
-    let sent = state
-        .upstreams
-        .send_routed(&chat.model, &forward, route.as_deref())
-        .await;
-    let upstream = match sent {
-        Ok(u) => u,
-        Err(failure) => {
-            pending.attempts = failure.attempts;
-            pending.upstream = failure.upstream;
-            pending.decision = Some(enforce::record(&in_dec, &[]));
-            let outcome = match failure.error {
-                GatewayError::UpstreamTimeout(_) => Outcome::UpstreamTimeout,
-                _ => Outcome::UpstreamError,
-            };
-            pending
-                .finish(
-                    outcome,
-                    failure.error.http_status(),
-                    Some(failure.error.to_string()),
-                )
-                .await?;
-            return Ok(WithId(failure.error, id).into_response());
-        }
+    let chat = turn::validate(&state, &caller, req).await?;
+    let turn = turn::Turn::begin(&state, &caller, chat);
+    let (turn, in_dec) = match turn.decide_input().await? {
+        Ok(next) => next,
+        Err(blocked) => return Ok(blocked),
     };
-    pending.attempts = upstream.attempts;
-    pending.upstream = Some(upstream.upstream.clone());
-    let status = upstream.response.status();
-    let header_action = in_dec.summary().to_string();
-    if chat.stream && status.is_success() {
-        let guard = stream::PolicyStream::new(policy, input, in_dec);
-        return Ok(decision_header(
-            stream::respond(pending, upstream, guard),
-            &header_action,
-        ));
-    }
-    let body = match tokio::time::timeout(upstream.timeout, upstream.response.bytes()).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            let err = GatewayError::Upstream(format!("reading the upstream reply failed: {e}"));
-            pending
-                .finish(Outcome::UpstreamError, 502, Some(err.to_string()))
-                .await?;
-            return Ok(WithId(err, id).into_response());
-        }
-        Err(_) => {
-            let err =
-                GatewayError::UpstreamTimeout("the upstream reply did not complete in time".into());
-            pending
-                .finish(Outcome::UpstreamTimeout, 504, Some(err.to_string()))
-                .await?;
-            return Ok(WithId(err, id).into_response());
-        }
+    let (turn, upstream) = match turn.route(&in_dec).await? {
+        Ok(next) => next,
+        Err(failed) => return Ok(failed),
     };
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    if !status.is_success() {
-        // A 4xx from the upstream (bad parameters for that model, …): pass it through.
-        let body = match parsed {
-            Some(v) if v.get("error").is_some() => v,
-            _ => GatewayError::Upstream(format!("upstream answered {}", status.as_u16())).body(),
-        };
-        let msg = body["error"]["message"].as_str().map(str::to_string);
-        pending
-            .finish(Outcome::UpstreamError, status.as_u16(), msg)
-            .await?;
-        let code = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        return Ok(with_headers((code, Json(body)).into_response(), &id));
+    if turn.chat.stream && upstream.response.status().is_success() {
+        return Ok(turn.relay_stream(upstream, in_dec));
     }
-    let Some(mut completion) = parsed.filter(|v| v.get("choices").is_some()) else {
-        let err = GatewayError::Upstream("the upstream reply is not a chat completion".into());
-        pending
-            .finish(Outcome::UpstreamError, 502, Some(err.to_string()))
-            .await?;
-        return Ok(WithId(err, id).into_response());
+    let (turn, completion) = match turn.relay(upstream).await? {
+        Ok(next) => next,
+        Err(failed) => return Ok(failed),
     };
-    completion["id"] = Value::String(id.clone());
-    let out_dec = policy.evaluate(Phase::Output, &input.with_openai_response(&completion));
-    let mut original = ReplyAccumulator::default();
-    original.observe_completion(&completion);
-    if out_dec.is_blocking() {
-        let message = out_dec
-            .message
-            .clone()
-            .unwrap_or_else(|| "This reply was blocked by policy.".into());
-        enforce::block_completion(&mut completion, &message);
-    } else {
-        enforce::apply_transforms(&mut completion, &out_dec);
-    }
-    let mut acc = ReplyAccumulator::default();
-    acc.observe_completion(&completion);
-    if acc.texts != original.texts {
-        pending.upstream_text = Some(original.texts);
-    }
-    pending.acc = acc;
-    let action = enforce::overall(&[&in_dec, &out_dec]).as_str();
-    pending.decision = Some(enforce::record(&in_dec, std::slice::from_ref(&out_dec)));
-    pending.finish(Outcome::Ok, 200, None).await?;
-    Ok(decision_header(
-        with_headers(Json(completion).into_response(), &id),
-        action,
-    ))
+    turn.decide_output_and_record(&in_dec, completion).await
 }
 
 /// Adds Keel's headers to a reply.

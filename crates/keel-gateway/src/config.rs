@@ -117,7 +117,7 @@ pub struct SampleRule {
 fn prefix_match(want: &Option<String>, got: Option<&str>) -> bool {
     match want {
         None => true,
-        Some(w) => got.is_some_and(|g| g == w || g.starts_with(&format!("{w}-"))),
+        Some(w) => got.is_some_and(|g| keel_core::tag_covers(w, g)),
     }
 }
 

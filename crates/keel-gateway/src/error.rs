@@ -161,3 +161,27 @@ impl IntoResponse for GatewayError {
         resp
     }
 }
+
+impl From<keel_service::ServiceError> for GatewayError {
+    /// The service decided the status; the gateway only picks OpenAI's shape for it.
+    fn from(e: keel_service::ServiceError) -> Self {
+        use keel_service::ServiceError as S;
+        match e {
+            S::BadRequest { message, param } => GatewayError::BadRequest { message, param },
+            S::Unauthorized(m) => GatewayError::Unauthorized(m),
+            S::Forbidden(m) => GatewayError::Forbidden(m),
+            S::NotFound(m) => GatewayError::NotFound(m),
+            S::Conflict(m) => GatewayError::Conflict(m),
+            S::Unprocessable(m) => GatewayError::Unprocessable(m),
+            S::Store(e) => GatewayError::Store(e),
+            S::Audit(e) => GatewayError::Audit(e),
+            other => match other.http_status() {
+                400 => GatewayError::bad(other.to_string()),
+                404 => GatewayError::NotFound(other.to_string()),
+                409 => GatewayError::Conflict(other.to_string()),
+                422 => GatewayError::Unprocessable(other.to_string()),
+                _ => GatewayError::Internal(other.to_string()),
+            },
+        }
+    }
+}

@@ -13,17 +13,14 @@ pub mod config;
 pub mod config_error;
 pub mod error;
 pub mod extract;
-pub mod floor;
 pub mod learn;
 pub mod ops;
 pub mod policy;
-pub mod review_view;
 pub mod routes;
 pub mod server;
 pub mod sim;
 pub mod sse;
 pub mod telemetry;
-pub mod update;
 pub mod upstream;
 
 pub use app::{build_router, AppState};

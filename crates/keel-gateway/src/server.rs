@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::Clock;
-use keel_store::{SqliteOptions, SqliteStore, Store};
+use keel_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,12 +46,7 @@ impl ServeHandle {
 
 /// Opens the configured store (creating and migrating it if absent).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, GatewayError> {
-    let store = SqliteStore::open(SqliteOptions::new(
-        config.storage_url(),
-        config.storage.durability,
-    ))
-    .await?;
-    Ok(Arc::new(store))
+    Ok(keel_service::open_store(&config.storage_url(), config.storage.durability).await?)
 }
 
 /// Binds `config.listen` (or `listener` if given) and serves until [`ServeHandle::shutdown`].

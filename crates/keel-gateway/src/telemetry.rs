@@ -28,10 +28,8 @@ pub const LEARNED_REVIEWS: &str = "keel_learned_reviews_total";
 
 /// Gauge: alerts raised and not yet resolved.
 pub const ALERTS_OPEN: &str = "keel_alerts_open";
-/// Automatic rollout steps, labelled `state` (`promoted` | `rolled_back`).
-pub const ROLLOUT_STEPS: &str = "keel_rollout_auto_steps_total";
-/// Live canaries.
-pub const CANARIES_LIVE: &str = "keel_rollout_canaries_live";
+/// Automatic rollout steps and live canaries: recorded by the service's rollout worker step.
+pub use keel_service::telemetry::{CANARIES_LIVE, ROLLOUT_STEPS};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 

@@ -13,7 +13,8 @@ pub mod model;
 pub mod state;
 
 pub use model::{
-    Config, Example, LabelStatus, Learned, Model, Scorer, BASE_LABELS, FORMAT_VERSION, VERDICTS,
+    Config, Example, LabelStatus, LearnOutcome, Model, Scorer, BASE_LABELS, FORMAT_VERSION,
+    VERDICTS,
 };
 
 /// What can go wrong loading or feeding a model.

@@ -187,7 +187,7 @@ pub struct Model {
 
 /// What one example did.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Learned {
+pub struct LearnOutcome {
     /// `(label, score before training, actual)` for every label that was available.
     pub predictions: Vec<(String, f32, bool)>,
 }
@@ -229,7 +229,7 @@ impl Model {
     /// Learns from one review: scores it first (prequential evaluation, for labels whose score
     /// is available), then takes one class-weighted AdaGrad step per label. Deterministic: the
     /// same sequence of examples gives bit-identical weights.
-    pub fn learn(&mut self, ex: &Example<'_>) -> Result<Learned, LearnError> {
+    pub fn learn(&mut self, ex: &Example<'_>) -> Result<LearnOutcome, LearnError> {
         if !VERDICTS.contains(&ex.verdict) {
             return Err(LearnError::Verdict(ex.verdict.to_string()));
         }
@@ -300,7 +300,7 @@ impl Model {
             }
         }
         self.examples += 1;
-        Ok(Learned { predictions })
+        Ok(LearnOutcome { predictions })
     }
 
     /// Scores per label (`None` = unavailable: too few examples of either class).

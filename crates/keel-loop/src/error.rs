@@ -13,15 +13,3 @@ pub enum LoopError {
     #[error("{0}")]
     Invalid(String),
 }
-
-impl LoopError {
-    /// The HTTP status this error should be reported with.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            LoopError::Config(_) => 400,
-            LoopError::Drift(e) => e.http_status(),
-            LoopError::State(_) => 500,
-            LoopError::Invalid(_) => 400,
-        }
-    }
-}

@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 
 /// Event kinds this stage appends.
 pub mod kinds {
-    pub const FEEDBACK: &str = "FeedbackReceived";
-    pub const HANDOFF: &str = "HandoffRecorded";
-    pub const SAMPLED: &str = "ReviewSampled";
-    pub const CLAIMED: &str = "ReviewClaimed";
-    pub const COMPLETED: &str = "ReviewCompleted";
-    pub const EXPORTED: &str = "DatasetExported";
+    pub const FEEDBACK: &str = keel_core::EventKind::FEEDBACK_RECEIVED;
+    pub const HANDOFF: &str = keel_core::EventKind::HANDOFF_RECORDED;
+    pub const SAMPLED: &str = keel_core::EventKind::REVIEW_SAMPLED;
+    pub const CLAIMED: &str = keel_core::EventKind::REVIEW_CLAIMED;
+    pub const COMPLETED: &str = keel_core::EventKind::REVIEW_COMPLETED;
+    pub const EXPORTED: &str = keel_core::EventKind::DATASET_EXPORTED;
 }
 
 /// Where a review item came from.

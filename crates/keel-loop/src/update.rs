@@ -38,7 +38,7 @@ pub fn published_event(
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     Ok(NewEvent {
-        kind: "PolicyPublished".to_string(),
+        kind: keel_core::EventKind::POLICY_PUBLISHED.to_string(),
         actor: actor.to_string(),
         tenant: GLOBAL_SCOPE.to_string(),
         at_ms,
@@ -55,7 +55,7 @@ pub fn published_event(
 /// The `PolicyActivated` event making `version` active for `scope` (`*` or a tenant).
 pub fn activated_event(version: &str, scope: &str, actor: &str, at_ms: i64) -> NewEvent {
     NewEvent {
-        kind: "PolicyActivated".to_string(),
+        kind: keel_core::EventKind::POLICY_ACTIVATED.to_string(),
         actor: actor.to_string(),
         tenant: scope.to_string(),
         at_ms,

@@ -86,6 +86,17 @@ impl EvalContext {
             user: None,
         }
     }
+
+    /// Where this request sits, for matching scopes.
+    pub fn segment(&self) -> keel_core::Segment<'_> {
+        keel_core::Segment {
+            tenant: &self.tenant,
+            locale: self.locale.as_deref(),
+            jurisdiction: self.jurisdiction.as_deref(),
+            topic: self.topic.as_deref(),
+            subtopic: None,
+        }
+    }
 }
 
 /// Everything one evaluation reads. The input phase scans and transforms `request`; the output

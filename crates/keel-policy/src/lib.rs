@@ -89,7 +89,7 @@ pub use decision::{ActionKind, Decision, MatchedSpan, RuleHit, SignalSummary, Tr
 pub use detect::{FactChecker, FactFinding, FactStatus, PII_KINDS};
 pub use diff::{diff, BundleDiff};
 pub use error::PolicyError;
-pub use facts::{in_force_at, Fact, FactIndex, FactScope, FactValue, SharedFacts};
+pub use facts::{in_force_at, Fact, FactIndex, FactScope, FactScopeExt, FactValue, SharedFacts};
 pub use input::{EvalContext, EvalInput, Phase, SegmentKind, TextSegment};
 pub use lint::{lint, LintIssue, LintLevel};
 pub use policy::Policy;

@@ -15,6 +15,8 @@ pub enum SimError {
     #[error("gateway setup: {0}")]
     Setup(#[from] keel_gateway::GatewayError),
     #[error("store: {0}")]
+    Service(#[from] keel_service::ServiceError),
+    #[error("store: {0}")]
     Store(#[from] keel_store::StoreError),
     #[error("http: {0}")]
     Http(#[from] reqwest::Error),

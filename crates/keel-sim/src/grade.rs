@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::scenario::{Change, Scenario};
+use crate::scenario::{segment, Change, Scenario};
 
 /// The grade of one received reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,10 +41,9 @@ pub fn in_force<'a>(s: &'a Scenario, at: &Slice<'_>) -> impl Iterator<Item = (us
         at.jurisdiction.to_string(),
         at.at_ms,
     );
-    s.changes
-        .iter()
-        .enumerate()
-        .filter(move |(_, c)| c.effective_ms <= ms && c.scope.contains(&t, &st, &l, &j))
+    s.changes.iter().enumerate().filter(move |(_, c)| {
+        c.effective_ms <= ms && c.scope.covers(&segment(&t, Some(&st), &l, &j))
+    })
 }
 
 /// The changes whose now-wrong statement `text` contains, at the slice's time.

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::grade::Grade;
 use crate::runner::{Strategy, Variant};
-use crate::scenario::{covers, Scenario};
+use crate::scenario::{segment, Scenario};
 
 /// One reply the simulated client received.
 #[derive(Debug, Clone)]
@@ -134,27 +134,43 @@ fn round4(x: f64) -> f64 {
 fn true_for(s: &Scenario, i: usize, a: &Alert) -> bool {
     let c = &s.changes[i];
     a.at_ms >= c.effective_ms
-        && covers(&c.scope.locales, &a.locale)
-        && covers(&c.scope.jurisdictions, &a.jurisdiction)
-        && c.scope.topic.as_deref().is_none_or(|t| t == a.topic)
+        && c.scope
+            .covers(&segment(&a.topic, None, &a.locale, &a.jurisdiction))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one run observed, as the runner hands it to [`compute`].
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub served: &'a [Served],
+    pub alerts: &'a [Alert],
+    /// Per change: when its update was fully in force.
+    pub mitigated: &'a BTreeMap<usize, i64>,
+    /// Per change: when its update first reached users (a canary).
+    pub canary: &'a BTreeMap<usize, i64>,
+    pub to_human: &'a [(i64, Option<i64>)],
+    pub labels: u64,
+    pub end_ms: i64,
+    pub ticks: &'a [TickStats],
+}
+
 pub fn compute(
     s: &Scenario,
     variant: Variant,
     strategy: Strategy,
-    served: &[Served],
-    alerts: &[Alert],
-    mitigated: &BTreeMap<usize, i64>,
-    canary: &BTreeMap<usize, i64>,
-    to_human: &[(i64, Option<i64>)],
-    labels: u64,
-    end_ms: i64,
-    ticks: &[TickStats],
+    seen: Observed<'_>,
     sweep: Option<(String, String)>,
     notes: Vec<String>,
 ) -> (Row, Series) {
+    let Observed {
+        served,
+        alerts,
+        mitigated,
+        canary,
+        to_human,
+        labels,
+        end_ms,
+        ticks,
+    } = seen;
     let n = served.len() as u64;
     let affected: Vec<&Served> = served.iter().filter(|x| !x.affected.is_empty()).collect();
     let bad_served = affected.iter().filter(|x| x.grade == Grade::Bad).count() as u64;
@@ -313,18 +329,21 @@ mod tests {
             alert(t + 60, "GB", 5), // true: 3 affected replies before it
         ];
         let mitigated = BTreeMap::from([(0usize, t + 100)]);
+        let seen = Observed {
+            served: &xs,
+            alerts: &alerts,
+            mitigated: &mitigated,
+            canary: &mitigated,
+            to_human: &[(t, Some(t + 30 * 60_000)), (t, None)],
+            labels: 7,
+            end_ms: t + 60 * 60_000,
+            ticks: &[],
+        };
         let (row, series) = compute(
             &s,
             Variant::Unannounced,
             Strategy::Continual,
-            &xs,
-            &alerts,
-            &mitigated,
-            &mitigated,
-            &[(t, Some(t + 30 * 60_000)), (t, None)],
-            7,
-            t + 60 * 60_000,
-            &[],
+            seen,
             None,
             Vec::new(),
         );

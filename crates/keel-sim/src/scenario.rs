@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::DateTime;
+use keel_core::Segment;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -262,23 +263,9 @@ impl Default for GatewayKnobs {
     }
 }
 
-/// Where a change applies; empty lists mean "any". `ja` matches `ja-JP`, `US` matches `US-CA`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeScope {
-    #[serde(default)]
-    pub locales: Vec<String>,
-    #[serde(default)]
-    pub jurisdictions: Vec<String>,
-    #[serde(default)]
-    pub topic: Option<String>,
-    /// Sub-topics of `topic` whose old answer becomes wrong (empty = all).
-    #[serde(default)]
-    pub subtopics: Vec<String>,
-    /// Sub-topics whose old answer stays right (exceptions within the topic).
-    #[serde(default)]
-    pub except_subtopics: Vec<String>,
-}
+/// Where a change applies: the one [`keel_core::Scope`] (empty lists mean "any"; `ja`
+/// covers `ja-JP`, `US` covers `US-CA`).
+pub type ChangeScope = keel_core::Scope;
 
 /// One change of the world.
 #[derive(Debug, Clone, Serialize)]
@@ -442,22 +429,19 @@ pub fn by_locale<'a, T>(map: &'a BTreeMap<String, T>, locale: &str) -> Option<&'
     map.get(locale).or_else(|| map.get(language(locale)))
 }
 
-/// `want` (`ja`, `US`) covers `got` (`ja-JP`, `US-CA`); empty `want` covers everything.
-pub fn covers(want: &[String], got: &str) -> bool {
-    want.is_empty()
-        || want
-            .iter()
-            .any(|w| got == w || got.starts_with(&format!("{w}-")))
-}
-
-impl ChangeScope {
-    /// Whether a (topic, sub-topic, locale, jurisdiction) is in this change's scope.
-    pub fn contains(&self, topic: &str, subtopic: &str, locale: &str, jurisdiction: &str) -> bool {
-        covers(&self.locales, locale)
-            && covers(&self.jurisdictions, jurisdiction)
-            && self.topic.as_deref().is_none_or(|t| t == topic)
-            && (self.subtopics.is_empty() || self.subtopics.iter().any(|s| s == subtopic))
-            && !self.except_subtopics.iter().any(|s| s == subtopic)
+/// Where a simulated slice sits (topic, sub-topic when known, locale, jurisdiction).
+pub fn segment<'a>(
+    topic: &'a str,
+    subtopic: Option<&'a str>,
+    locale: &'a str,
+    jurisdiction: &'a str,
+) -> Segment<'a> {
+    Segment {
+        tenant: "",
+        locale: Some(locale),
+        jurisdiction: Some(jurisdiction),
+        topic: Some(topic),
+        subtopic,
     }
 }
 
@@ -817,9 +801,9 @@ update = { kind = "rewrite", from = "19 %", to = "21 %" }
         let s = Scenario::parse(MINIMAL, "m").unwrap();
         let c = &s.changes[0];
         assert_eq!(c.effective_ms - s.start_ms, 86_400_000);
-        assert!(c.scope.contains("tax", "rate", "de-DE", "DE"));
-        assert!(!c.scope.contains("tax", "food", "de-DE", "DE"));
-        assert!(!c.scope.contains("tax", "rate", "de-DE", "AT"));
+        assert!(c.scope.covers(&segment("tax", Some("rate"), "de-DE", "DE")));
+        assert!(!c.scope.covers(&segment("tax", Some("food"), "de-DE", "DE")));
+        assert!(!c.scope.covers(&segment("tax", Some("rate"), "de-DE", "AT")));
         assert_eq!(s.ticks(), 48);
     }
 

@@ -27,7 +27,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "AlertRaised",
+        kind: keel_core::EventKind::ALERT_RAISED,
         sql: "INSERT INTO alerts (id, seq, tenant, metric, segment_key, severity, at_ms)
               SELECT json_extract(payload, '$.id'), seq, tenant, json_extract(payload, '$.metric'),
                      json_extract(payload, '$.segment_key'), json_extract(payload, '$.severity'), at_ms

@@ -24,7 +24,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "FactSet",
+        kind: keel_core::EventKind::FACT_SET,
         sql: "INSERT OR IGNORE INTO facts (seq, key, tenant, actor, reason, effective_from, at_ms)
               SELECT seq, json_extract(payload, '$.fact.key'), tenant, actor,
                      COALESCE(json_extract(payload, '$.reason'), ''),

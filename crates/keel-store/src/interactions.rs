@@ -21,7 +21,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "InteractionRecorded",
+        kind: keel_core::EventKind::INTERACTION_RECORDED,
         sql: "INSERT INTO interactions (id, seq, tenant, conversation_id, at_ms)
               SELECT json_extract(payload, '$.id'), seq, tenant,
                      json_extract(payload, '$.context.conversation_id'), at_ms

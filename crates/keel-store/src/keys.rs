@@ -22,7 +22,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "KeyCreated",
+        kind: keel_core::EventKind::KEY_CREATED,
         sql: "INSERT INTO api_keys (key_id, hash, tenant, role, name, created_ms)
               SELECT json_extract(payload, '$.key_id'), json_extract(payload, '$.hash'),
                      json_extract(payload, '$.tenant'), json_extract(payload, '$.role'),
@@ -33,7 +33,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "KeyRevoked",
+        kind: keel_core::EventKind::KEY_REVOKED,
         sql: "UPDATE api_keys SET revoked_ms = (SELECT at_ms FROM ev)
               WHERE key_id = (SELECT json_extract(payload, '$.key_id') FROM ev)
                 AND revoked_ms IS NULL",

@@ -42,14 +42,14 @@ inventory::submit! {
 // Erasure removes payloads and their salts; the payload hash (and so the leaf) stays.
 inventory::submit! {
     SqliteProjection {
-        kind: "PayloadErased",
+        kind: keel_core::EventKind::PAYLOAD_ERASED,
         sql: "UPDATE events SET payload = NULL
               WHERE seq IN (SELECT value FROM ev, json_each(ev.payload, '$.seqs'))",
     }
 }
 inventory::submit! {
     SqliteProjection {
-        kind: "PayloadErased",
+        kind: keel_core::EventKind::PAYLOAD_ERASED,
         sql: "UPDATE ledger_leaves SET salt = NULL
               WHERE seq IN (SELECT value FROM ev, json_each(ev.payload, '$.seqs'))",
     }
@@ -168,10 +168,7 @@ pub(crate) struct SealedLeaf {
 pub(crate) fn prepare_leaf(
     frontier: &mut Frontier,
     seq: i64,
-    at_ms: i64,
-    kind: &str,
-    actor: &str,
-    tenant: &str,
+    ev: &keel_core::NewEvent,
     payload: &str,
 ) -> SealedLeaf {
     let mut salt = [0u8; SALT_LEN];
@@ -181,10 +178,10 @@ pub(crate) fn prepare_leaf(
     let leaf_hash = EventLeaf {
         seq: seq as u64,
         ledger_index: index,
-        at_unix_ms: at_ms,
-        kind: kind.to_string(),
-        actor: actor.to_string(),
-        tenant: tenant.to_string(),
+        at_unix_ms: ev.at_ms,
+        kind: ev.kind.clone(),
+        actor: ev.actor.clone(),
+        tenant: ev.tenant.clone(),
         payload_hash,
     }
     .leaf_hash();
@@ -199,19 +196,16 @@ pub(crate) fn prepare_leaf(
 }
 
 /// Seals one event: salt, payload commitment, leaf, and the nodes it completes (the per-event
-/// path; the batched path writes the same rows with multi-row INSERTs).
-#[allow(clippy::too_many_arguments)]
+/// path; the batched path writes the same rows with multi-row INSERTs). `payload` is `ev`'s
+/// payload as stored.
 pub(crate) async fn seal(
     conn: &mut SqliteConnection,
     frontier: &mut Frontier,
     seq: i64,
-    at_ms: i64,
-    kind: &str,
-    actor: &str,
-    tenant: &str,
+    ev: &keel_core::NewEvent,
     payload: &str,
 ) -> Result<u64, StoreError> {
-    let leaf = prepare_leaf(frontier, seq, at_ms, kind, actor, tenant, payload);
+    let leaf = prepare_leaf(frontier, seq, ev, payload);
     sqlx::query(
         "INSERT INTO ledger_leaves (ledger_index, seq, salt, payload_hash, leaf_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

@@ -29,7 +29,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "PolicyPublished",
+        kind: keel_core::EventKind::POLICY_PUBLISHED,
         sql: "INSERT OR IGNORE INTO policy_versions (version, seq, name, owner, actor, reason, published_ms)
               SELECT json_extract(payload, '$.version'), seq, json_extract(payload, '$.name'),
                      json_extract(payload, '$.owner'), actor, json_extract(payload, '$.reason'), at_ms
@@ -39,7 +39,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "PolicyActivated",
+        kind: keel_core::EventKind::POLICY_ACTIVATED,
         sql: "INSERT INTO policy_activations (scope, version, seq, actor, at_ms)
               SELECT json_extract(payload, '$.scope'), json_extract(payload, '$.version'), seq, actor, at_ms FROM ev
               WHERE true

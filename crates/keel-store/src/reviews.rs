@@ -87,7 +87,7 @@ macro_rules! rank {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "InteractionRecorded",
+        kind: keel_core::EventKind::INTERACTION_RECORDED,
         sql: concat!(
             "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
                                                  reason, created_ms, updated_seq)
@@ -104,7 +104,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "ReviewSampled",
+        kind: keel_core::EventKind::REVIEW_SAMPLED,
         sql: "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
                                                   reason, created_ms, updated_seq)
               SELECT 'rv_audit_sample_' || json_extract(payload, '$.interaction_id'), seq, tenant,
@@ -116,7 +116,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "AlertRaised",
+        kind: keel_core::EventKind::ALERT_RAISED,
         sql: concat!(
             "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
                                                  reason, created_ms, updated_seq)
@@ -132,7 +132,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "FeedbackReceived",
+        kind: keel_core::EventKind::FEEDBACK_RECEIVED,
         sql: "INSERT INTO feedback (id, seq, tenant, interaction_id, at_ms)
               SELECT json_extract(payload, '$.id'), seq, tenant, json_extract(payload, '$.interaction_id'), at_ms FROM ev",
     }
@@ -140,7 +140,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "FeedbackReceived",
+        kind: keel_core::EventKind::FEEDBACK_RECEIVED,
         sql: "INSERT INTO idempotency (tenant, scope, key, seq)
               SELECT tenant, 'feedback', json_extract(payload, '$.idempotency_key'), seq FROM ev
               WHERE json_extract(payload, '$.idempotency_key') IS NOT NULL",
@@ -149,7 +149,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "FeedbackReceived",
+        kind: keel_core::EventKind::FEEDBACK_RECEIVED,
         sql: concat!(
             "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
                                                  reason, created_ms, updated_seq)
@@ -165,7 +165,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "HandoffRecorded",
+        kind: keel_core::EventKind::HANDOFF_RECORDED,
         sql: "INSERT INTO handoffs (id, seq, tenant, conversation_id, event, at_ms)
               SELECT json_extract(payload, '$.id'), seq, tenant, json_extract(payload, '$.conversation_id'),
                      json_extract(payload, '$.event'), json_extract(payload, '$.at_ms') FROM ev",
@@ -174,7 +174,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "HandoffRecorded",
+        kind: keel_core::EventKind::HANDOFF_RECORDED,
         sql: "INSERT INTO idempotency (tenant, scope, key, seq)
               SELECT tenant, 'handoff', json_extract(payload, '$.idempotency_key'), seq FROM ev
               WHERE json_extract(payload, '$.idempotency_key') IS NOT NULL",
@@ -183,7 +183,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "ReviewClaimed",
+        kind: keel_core::EventKind::REVIEW_CLAIMED,
         sql: "UPDATE review_items SET
                 guard = CASE WHEN status <> 'done'
                               AND (status = 'open' OR claimed_by = (SELECT actor FROM ev)
@@ -201,7 +201,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "ReviewCompleted",
+        kind: keel_core::EventKind::REVIEW_COMPLETED,
         sql: "INSERT INTO review_labels (item_id, reviewer, seq, tenant, verdict, category, at_ms)
               SELECT json_extract(payload, '$.item_id'), actor, seq, tenant, json_extract(payload, '$.verdict'),
                      json_extract(payload, '$.category'), at_ms FROM ev",
@@ -210,7 +210,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "ReviewCompleted",
+        kind: keel_core::EventKind::REVIEW_COMPLETED,
         sql: "UPDATE review_items SET
                 guard = CASE WHEN status = 'claimed' AND claimed_by = (SELECT actor FROM ev)
                               AND lease_until_ms > (SELECT at_ms FROM ev) THEN 1 ELSE 0 END,

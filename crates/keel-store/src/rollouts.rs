@@ -40,7 +40,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "RolloutChanged",
+        kind: keel_core::EventKind::ROLLOUT_CHANGED,
         sql: "INSERT INTO rollouts (id, seq, updated_seq, scope_key, tenant, locale, version, baseline,
                                     percent, state, proposal, started_ms, updated_ms, actor, guard)
               SELECT json_extract(payload, '$.id'), seq, seq, json_extract(payload, '$.scope_key'),
@@ -64,7 +64,7 @@ inventory::submit! {
 
 inventory::submit! {
     SqliteProjection {
-        kind: "ProposalDecided",
+        kind: keel_core::EventKind::PROPOSAL_DECIDED,
         sql: "INSERT INTO proposal_decisions (id, seq, decision)
               SELECT json_extract(payload, '$.id'), seq, json_extract(payload, '$.decision') FROM ev",
     }

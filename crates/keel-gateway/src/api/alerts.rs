@@ -5,12 +5,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use keel_core::clock::format_ms;
-use keel_store::AlertQuery;
+use keel_service::alerts;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::auth::{Caller, READERS};
+use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::extract::Query;
 use crate::routes::RouteModule;
@@ -47,20 +47,16 @@ async fn list(
     caller: Caller,
     Query(p): Query<Params>,
 ) -> Result<Response, GatewayError> {
-    caller.require(READERS)?;
     let limit = crate::extract::page_limit(p.limit.as_deref())?;
     let before_seq = crate::extract::page_cursor(p.cursor.as_deref())?;
-    let mut rows = state
-        .store
-        .list_alerts(&AlertQuery {
-            tenant: caller.tenant_filter(),
-            metric: p.metric,
-            before_seq,
-            limit: limit + 1,
-        })
-        .await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let (rows, more) = alerts::list(
+        state.store.as_ref(),
+        &caller.actor(),
+        p.metric,
+        before_seq,
+        limit,
+    )
+    .await?;
     let next_cursor = if more {
         rows.last().map(|r| r.seq.to_string())
     } else {

@@ -5,9 +5,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use keel_loop::review::kinds;
-use keel_loop::review::kpi::{self, Dim, ItemFact, KpiQuery, KpiRow};
-use keel_store::{ReviewQuery, Store, StoreError};
+use keel_loop::review::kpi::{self, KpiQuery};
+use keel_service::kpis::{self, parse_group_by, Comparison};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -42,53 +41,6 @@ inventory::submit! {
     RouteModule { name: "kpis", router, openapi_paths }
 }
 
-/// Event kinds the KPIs read.
-pub const KPI_KINDS: [&str; 4] = [
-    "InteractionRecorded",
-    kinds::FEEDBACK,
-    kinds::HANDOFF,
-    kinds::COMPLETED,
-];
-
-/// Reads what `q` needs from the store and computes the rows.
-pub async fn load(
-    store: &dyn Store,
-    tenant: Option<&str>,
-    q: &KpiQuery,
-) -> Result<Vec<KpiRow>, StoreError> {
-    let events = store
-        .events_in_range(&KPI_KINDS, tenant, q.from_ms, q.to_ms)
-        .await?;
-    let items = store
-        .review_items(&ReviewQuery {
-            tenant: tenant.map(str::to_string),
-            to_ms: Some(q.to_ms),
-            now_ms: q.now_ms,
-            limit: u32::MAX,
-            ..ReviewQuery::default()
-        })
-        .await?;
-    let facts: Vec<ItemFact> = items
-        .into_iter()
-        .map(|r| ItemFact {
-            tenant: r.tenant,
-            context: r.context,
-            policy_version: r.policy_version.map(Value::String).unwrap_or(Value::Null),
-            created_ms: r.created_ms,
-            done_ms: r.done_ms,
-        })
-        .collect();
-    Ok(kpi::compute(q, &events, &facts))
-}
-
-/// Parses `group_by` (comma list).
-pub fn parse_group_by(s: Option<&str>) -> Option<Vec<Dim>> {
-    match s {
-        None | Some("") => Some(Vec::new()),
-        Some(s) => s.split(',').map(|d| Dim::parse(d.trim())).collect(),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct Params {
     from: Option<String>,
@@ -114,13 +66,37 @@ fn time_param(name: &str, v: Option<&str>, default: i64, now: i64) -> Result<i64
     }
 }
 
-async fn kpis(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(p): Query<Params>,
-) -> Result<Response, GatewayError> {
-    caller.require(READERS)?;
-    let now = state.clock.now_ms();
+/// The comparison the query asks for, if any.
+fn comparison(p: &Params, now: i64) -> Result<Option<Comparison>, GatewayError> {
+    if p.compare_from.is_some() || p.compare_to.is_some() {
+        let (Some(cf), Some(ct)) = (p.compare_from.as_deref(), p.compare_to.as_deref()) else {
+            return Err(GatewayError::bad_param(
+                "compare_from",
+                "Give both compare_from and compare_to.",
+            ));
+        };
+        return Ok(Some(Comparison::Period {
+            from_ms: time_param("compare_from", Some(cf), 0, now)?,
+            to_ms: time_param("compare_to", Some(ct), 0, now)?,
+        }));
+    }
+    let Some(pair) = p.compare_policies.as_deref() else {
+        return Ok(None);
+    };
+    let (a, b) = pair.split_once(',').ok_or_else(|| {
+        GatewayError::bad_param(
+            "compare_policies",
+            "Invalid 'compare_policies': expected A,B.",
+        )
+    })?;
+    Ok(Some(Comparison::Policies {
+        a: a.trim().to_string(),
+        b: b.trim().to_string(),
+    }))
+}
+
+/// The period, buckets and groups the query asks for.
+fn query(p: &Params, now: i64) -> Result<KpiQuery, GatewayError> {
     let to = time_param("to", p.to.as_deref(), now, now)?;
     let from = time_param("from", p.from.as_deref(), to - 7 * 86_400_000, now)?;
     if from >= to {
@@ -147,78 +123,42 @@ async fn kpis(
             "Invalid 'group_by': a comma list of tenant, locale, jurisdiction, policy_version, topic.",
         )
     })?;
-    let tenant = caller.tenant_filter();
-    let q = KpiQuery {
+    Ok(KpiQuery {
         from_ms: from,
         to_ms: to,
         bucket_ms,
         group_by,
         now_ms: now,
-    };
-    let rows = load(state.store.as_ref(), tenant.as_deref(), &q).await?;
-    let mut body = json!({"object": "list", "from": from, "to": to, "data": rows,
+    })
+}
+
+async fn kpis(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<Params>,
+) -> Result<Response, GatewayError> {
+    caller.require(READERS)?;
+    let now = state.clock.now_ms();
+    let q = query(&p, now)?;
+    let compare = comparison(&p, now)?;
+    let report = kpis::report(
+        state.store.as_ref(),
+        &caller.actor(),
+        None,
+        &q,
+        compare.as_ref(),
+    )
+    .await?;
+    let mut body = json!({"object": "list", "from": q.from_ms, "to": q.to_ms, "data": report.rows,
                           "learned": state.learned.status()});
-    let total = |from_ms, to_ms, group_by| KpiQuery {
-        from_ms,
-        to_ms,
-        bucket_ms: None,
-        group_by,
-        now_ms: now,
-    };
-    if p.compare_from.is_some() || p.compare_to.is_some() {
-        let (Some(cf), Some(ct)) = (p.compare_from.as_deref(), p.compare_to.as_deref()) else {
-            return Err(GatewayError::bad_param(
-                "compare_from",
-                "Give both compare_from and compare_to.",
-            ));
+    if let (Some(c), Some(diff)) = (report.compared, report.comparison) {
+        body["comparison"] = match c {
+            Comparison::Period { from_ms, to_ms } => json!({
+                "a": {"from": q.from_ms, "to": q.to_ms}, "b": {"from": from_ms, "to": to_ms},
+                "diff": diff}),
+            Comparison::Policies { a, b } => json!({
+                "a": {"policy_version": a}, "b": {"policy_version": b}, "diff": diff}),
         };
-        let cf = time_param("compare_from", Some(cf), 0, now)?;
-        let ct = time_param("compare_to", Some(ct), 0, now)?;
-        let a = load(
-            state.store.as_ref(),
-            tenant.as_deref(),
-            &total(from, to, vec![]),
-        )
-        .await?;
-        let b = load(
-            state.store.as_ref(),
-            tenant.as_deref(),
-            &total(cf, ct, vec![]),
-        )
-        .await?;
-        let empty = KpiRow::default();
-        body["comparison"] = json!({
-            "a": {"from": from, "to": to}, "b": {"from": cf, "to": ct},
-            "diff": kpi::compare(a.first().unwrap_or(&empty), b.first().unwrap_or(&empty)),
-        });
-    } else if let Some(pair) = p.compare_policies.as_deref() {
-        let Some((va, vb)) = pair.split_once(',') else {
-            return Err(GatewayError::bad_param(
-                "compare_policies",
-                "Invalid 'compare_policies': expected A,B.",
-            ));
-        };
-        // The one resolver: full ids or unambiguous prefixes; unknown ids are errors.
-        let store = state.store.as_ref();
-        let va = crate::update::resolve_recorded_version(store, va).await?;
-        let vb = crate::update::resolve_recorded_version(store, vb).await?;
-        let (va, vb) = (va.as_str(), vb.as_str());
-        let rows = load(
-            state.store.as_ref(),
-            tenant.as_deref(),
-            &total(from, to, vec![Dim::PolicyVersion]),
-        )
-        .await?;
-        let empty = KpiRow::default();
-        let pick = |v: &str| {
-            rows.iter()
-                .find(|r| r.group.get("policy_version").map(String::as_str) == Some(v))
-                .unwrap_or(&empty)
-        };
-        body["comparison"] = json!({
-            "a": {"policy_version": va}, "b": {"policy_version": vb},
-            "diff": kpi::compare(pick(va.trim()), pick(vb.trim())),
-        });
     }
     Ok(Json(body).into_response())
 }

@@ -8,6 +8,7 @@ use keel_core::clock::format_ms;
 use keel_core::Role;
 use keel_loop::update::{published_event, GLOBAL_SCOPE};
 use keel_policy::{run_tests, Bundle, Policy};
+use keel_service::rollouts::{self, Activation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -136,53 +137,23 @@ async fn activate(
         serde_json::from_value(parse_json_value(&bytes)?)
             .map_err(|e| GatewayError::bad(format!("invalid request body: {e}")))?
     };
-    let tenant = body.tenant;
-    if let Some(t) = &tenant {
-        keel_core::auth::validate_tenant(t)
-            .map_err(|e| GatewayError::bad_param("tenant", e.to_string()))?;
-        if !caller.sees(t) {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot activate policies for tenant {t}"
-            )));
-        }
-    } else if caller.tenant_filter().is_some() {
-        return Err(GatewayError::Forbidden(
-            "activating for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
-                .into(),
-        ));
-    }
-    let version = crate::update::resolve_version(state.store.as_ref(), &version).await?;
-    let weaker = body.allow_weaker_than_default;
-    let reason = body
-        .reason
-        .unwrap_or_else(|| if weaker { "" } else { "activated" }.to_string());
-    let reason =
-        crate::floor::check_activation(state.store.as_ref(), &version, weaker, &reason).await?;
-    let scope = tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
+    let scope = body.tenant.as_deref().unwrap_or(GLOBAL_SCOPE).to_string();
     // Activation is a rollout at 100 % (one state machine; it supersedes a live canary).
     let id = state.new_id("ro", format!("{version}|100|activate|{}", scope).as_bytes());
-    let rollout = crate::update::start_rollout(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &version,
-        100.0,
-        keel_loop::update::rollout::RolloutScope {
-            tenant: tenant.clone(),
-            locale: None,
-        },
-        &reason,
-        &caller.0.actor(),
+    let weaker = body.allow_weaker_than_default;
+    // A weaker-than-default activation needs the operator's own reason (no default).
+    let default_reason = if weaker { "" } else { "activated" };
+    let activation = Activation {
+        version: &version,
+        tenant: body.tenant,
+        reason: body.reason.as_deref().unwrap_or(default_reason),
+        allow_weaker_than_default: weaker,
         id,
-    )
-    .await?;
+    };
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let done = rollouts::activate(store, clock, &caller.actor(), activation).await?;
     state.policies.refresh(state.store.as_ref()).await?;
-    let warnings: Vec<String> =
-        crate::floor::tenant_without_keys(state.store.as_ref(), tenant.as_deref())
-            .await?
-            .into_iter()
-            .collect();
-    Ok(Json(
-        json!({"version": version, "scope": scope, "rollout": rollout.id, "warnings": warnings}),
-    )
-    .into_response())
+    let (rollout, warnings) = (done.rollout, done.warnings);
+    Ok(Json(json!({"version": rollout.version, "scope": scope, "rollout": rollout.id, "warnings": warnings}))
+        .into_response())
 }

@@ -18,7 +18,8 @@ use crate::auth::{Caller, READERS};
 use crate::error::GatewayError;
 use crate::extract::{page_cursor, page_limit, JsonBody, Path, Query};
 use crate::routes::RouteModule;
-use crate::update::{self, Actor, ProposalSource};
+use keel_service::proposals::{self, ProposalSource};
+use keel_service::Actor;
 
 const AUTHORS: &[Role] = &[Role::Reviewer, Role::Admin];
 const ADMIN: &[Role] = &[Role::Admin];
@@ -102,25 +103,14 @@ async fn create(
             ))
         }
     };
-    if let Some(t) = &body.tenant {
-        keel_core::auth::validate_tenant(t)
-            .map_err(|e| GatewayError::bad_param("tenant", e.to_string()))?;
-        if !caller.sees(t) {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot propose changes for tenant {t}"
-            )));
-        }
-    }
-    let tenant_key = caller.tenant_filter();
     let id = state.new_id("pr", format!("{source:?}|{:?}", body.reason).as_bytes());
-    let doc = update::create_proposal(
+    let doc = proposals::create_proposal(
         state.store.as_ref(),
         state.clock.as_ref(),
         source,
         body.reason.as_deref(),
         body.tenant.as_deref(),
-        tenant_key.as_deref(),
-        &Actor::from_key(&caller.0),
+        &caller.actor(),
         id,
     )
     .await?;
@@ -147,7 +137,7 @@ async fn list(
     )?;
     let limit = page_limit(p.limit.as_deref())? as usize;
     let before = page_cursor(p.cursor.as_deref())?;
-    let mut all: Vec<Value> = update::load_proposals(state.store.as_ref())
+    let mut all: Vec<Value> = proposals::load_proposals(state.store.as_ref())
         .await?
         .into_iter()
         .filter(|d| visible(&caller, d))
@@ -167,7 +157,7 @@ async fn list(
 }
 
 async fn visible_one(state: &AppState, caller: &Caller, id: &str) -> Result<Value, GatewayError> {
-    let doc = update::proposal_by_id(state.store.as_ref(), id, false).await?;
+    let doc = proposals::proposal_by_id(state.store.as_ref(), id, false).await?;
     if !visible(caller, &doc) {
         return Err(GatewayError::NotFound(format!("No proposal `{id}`.")));
     }
@@ -197,7 +187,7 @@ async fn approve(
 ) -> Result<Response, GatewayError> {
     caller.require(ADMIN)?;
     visible_one(&state, &caller, &id).await?;
-    let doc = update::approve_proposal(
+    let doc = proposals::approve_proposal(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
@@ -220,7 +210,7 @@ async fn reject(
 ) -> Result<Response, GatewayError> {
     caller.require(ADMIN)?;
     visible_one(&state, &caller, &id).await?;
-    let doc = update::reject_proposal(
+    let doc = proposals::reject_proposal(
         state.store.as_ref(),
         state.clock.as_ref(),
         &id,

@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keel_core::clock::format_ms;
-use keel_core::Role;
-use keel_loop::review::{claim_event, label_event, ClaimState, ItemRef, Label, SOURCES};
-use keel_store::{ReviewItemRow, ReviewQuery};
+use keel_loop::review::{Label, SOURCES};
+use keel_service::reviews::{self, claim_state, ListRequest};
+use keel_store::ReviewItemRow;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -19,8 +19,6 @@ use crate::auth::{Caller, READERS};
 use crate::error::GatewayError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::routes::RouteModule;
-
-const REVIEWERS: &[Role] = &[Role::Reviewer];
 
 fn router() -> Router<AppState> {
     Router::new()
@@ -61,25 +59,8 @@ inventory::submit! {
     RouteModule { name: "reviews", router, openapi_paths }
 }
 
-fn claim_state(r: &ReviewItemRow) -> ClaimState<'_> {
-    ClaimState {
-        status: &r.status,
-        claimed_by: r.claimed_by.as_deref(),
-        lease_until_ms: r.lease_until_ms,
-    }
-}
-
-pub(crate) fn item_ref(r: &ReviewItemRow) -> ItemRef<'_> {
-    ItemRef {
-        id: &r.id,
-        interaction_id: &r.interaction_id,
-        tenant: &r.tenant,
-        source: &r.source,
-    }
-}
-
 /// An item as the API shows it at `now`.
-pub(crate) fn item_json(r: &ReviewItemRow, now_ms: i64) -> Value {
+fn item_json(r: &ReviewItemRow, now_ms: i64) -> Value {
     let status = claim_state(r).effective_status(now_ms);
     let claimed = status == "claimed";
     json!({
@@ -120,31 +101,15 @@ async fn list(
     crate::extract::one_of("status", p.status.as_deref(), &["open", "claimed", "done"])?;
     crate::extract::one_of("source", p.source.as_deref(), &SOURCES)?;
     let limit = crate::extract::page_limit(p.limit.as_deref())?;
-    let after_id = match p.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => {
-            visible(&state, &caller, c).await.map_err(|_| {
-                GatewayError::bad_param(
-                    "cursor",
-                    "Invalid 'cursor': use next_cursor from a previous page.",
-                )
-            })?;
-            Some(c.to_string())
-        }
+    let req = ListRequest {
+        tenant: None,
+        status: p.status,
+        source: p.source,
+        after_id: p.cursor.filter(|c| !c.is_empty()),
+        limit,
     };
     let now = state.clock.now_ms();
-    let rows = state
-        .store
-        .review_items(&ReviewQuery {
-            tenant: caller.tenant_filter(),
-            status: p.status,
-            source: p.source,
-            now_ms: now,
-            after_id,
-            limit,
-            ..ReviewQuery::default()
-        })
-        .await?;
+    let rows = reviews::list(state.store.as_ref(), &caller.actor(), req, now).await?;
     let data: Vec<Value> = rows.iter().map(|r| item_json(r, now)).collect();
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.id.clone()))
@@ -152,43 +117,19 @@ async fn list(
     Ok(Json(json!({"object": "list", "data": data, "next_cursor": next})).into_response())
 }
 
-/// The item, if it exists and the caller may see it (else a 404).
-async fn visible(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<ReviewItemRow, GatewayError> {
-    state
-        .store
-        .review_item(id)
-        .await?
-        .filter(|r| caller.sees(&r.tenant))
-        .ok_or_else(|| GatewayError::NotFound(format!("No review item `{id}`.")))
-}
-
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    caller.require(READERS)?;
-    let item = visible(&state, &caller, &id).await?;
     let now = state.clock.now_ms();
-    let mut body = item_json(&item, now);
     // The reports (comment, correct answer, CSAT), conversation, decision with spans and facts.
-    let detail = crate::review_view::detail(state.store.as_ref(), &item, now).await?;
+    let d = reviews::detail(state.store.as_ref(), &caller.actor(), &id, now).await?;
+    let mut body = item_json(&d.item, now);
     for k in ["interaction", "reports", "label_events"] {
-        body[k] = detail[k].clone();
+        body[k] = d.view[k].clone();
     }
     Ok(Json(body).into_response())
-}
-
-fn reviewer_name(caller: &Caller) -> String {
-    caller
-        .0
-        .name
-        .clone()
-        .unwrap_or_else(|| caller.0.key_id.clone())
 }
 
 async fn claim(
@@ -196,40 +137,10 @@ async fn claim(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, GatewayError> {
-    caller.require(REVIEWERS)?;
-    let item = visible(&state, &caller, &id).await?;
-    let now = state.clock.now_ms();
-    let actor = caller.0.actor();
-    let conflict = |r: &ReviewItemRow| match claim_state(r).effective_status(now) {
-        "done" => GatewayError::Conflict(format!("Review item `{}` is done.", r.id)),
-        _ => GatewayError::Conflict(format!(
-            "Review item `{}` is claimed by someone else, or you have labelled it already.",
-            r.id
-        )),
-    };
-    if !claim_state(&item).claimable_by(&actor, now) {
-        return Err(conflict(&item));
-    }
-    let event = claim_event(
-        item_ref(&item),
-        &actor,
-        &reviewer_name(&caller),
-        now,
-        state.config.review.lease_ms,
-    );
-    if let Err(e) = state.store.append(vec![event]).await {
-        // The SQL guard refused the claim (a race, or a label by this reviewer): say so.
-        if let Some(now_item) = state.store.review_item(&id).await? {
-            if now_item.claimed_by.as_deref() != Some(actor.as_str())
-                || claim_state(&now_item).effective_status(now) != "claimed"
-            {
-                return Err(conflict(&now_item));
-            }
-        }
-        return Err(e.into());
-    }
-    let item = visible(&state, &caller, &id).await?;
-    Ok(Json(item_json(&item, now)).into_response())
+    let lease_ms = state.config.review.lease_ms;
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let item = reviews::claim(store, clock, &caller.actor(), &id, lease_ms).await?;
+    Ok(Json(item_json(&item, clock.now_ms())).into_response())
 }
 
 async fn label(
@@ -238,43 +149,15 @@ async fn label(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, GatewayError> {
-    caller.require(REVIEWERS)?;
-    let item = visible(&state, &caller, &id).await?;
+    let actor = caller.actor();
+    actor.require(keel_service::actor::REVIEWERS)?;
     let label = Label::parse(&body).map_err(super::feedback::bad)?;
-    let now = state.clock.now_ms();
-    let actor = caller.0.actor();
-    let no_claim = || {
-        GatewayError::Conflict(format!(
-            "Claim review item `{id}` first (or your claim expired and the item went back to the queue)."
-        ))
-    };
-    if !claim_state(&item).held_by(&actor, now) {
-        return Err(no_claim());
-    }
-    let ix = state.store.interaction(&item.interaction_id).await?;
-    let record = ix.map(|r| r.record).unwrap_or(Value::Null);
-    let event = label_event(
-        item_ref(&item),
-        &actor,
-        &reviewer_name(&caller),
-        &label,
-        state.config.review.reviewers_per_item,
-        &record,
-        now,
-    );
-    let payload = event.payload.clone();
-    if let Err(e) = state.store.append(vec![event]).await {
-        if let Some(now_item) = state.store.review_item(&id).await? {
-            if !claim_state(&now_item).held_by(&actor, now) {
-                return Err(no_claim());
-            }
-        }
-        return Err(e.into());
-    }
-    let item = visible(&state, &caller, &id).await?;
+    let quorum = state.config.review.reviewers_per_item;
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let (item, payload) = reviews::label(store, clock, &actor, &id, &label, quorum).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"item": item_json(&item, now), "label": payload})),
+        Json(json!({"item": item_json(&item, clock.now_ms()), "label": payload})),
     )
         .into_response())
 }

@@ -18,7 +18,9 @@ use crate::auth::{Caller, READERS};
 use crate::error::GatewayError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::routes::RouteModule;
-use crate::update;
+use keel_service::backtests::{self, BacktestRequest};
+use keel_service::history;
+use keel_service::rollouts::{self, RolloutRequest};
 
 const ADMIN: &[Role] = &[Role::Admin];
 const STATES: [&str; 5] = ["canary", "active", "promoted", "rolled_back", "superseded"];
@@ -72,7 +74,7 @@ inventory::submit! {
 /// Runs the rollout worker up to the last committed event (read after write for guard
 /// readings and automatic steps) and applies any step it took to this replica's policies.
 async fn catch_up(state: &AppState) -> Result<keel_loop::update::rollout::Tracker, GatewayError> {
-    let tracker = update::rollouts_catch_up(
+    let tracker = rollouts::rollouts_catch_up(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
@@ -107,22 +109,8 @@ async fn start(
     caller: Caller,
     JsonBody(body): JsonBody<StartBody>,
 ) -> Result<Response, GatewayError> {
-    caller.require(ADMIN)?;
-    match &body.tenant {
-        Some(t) if !caller.sees(t) => {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot roll out policies for tenant {t}"
-            )))
-        }
-        None if caller.tenant_filter().is_some() => {
-            return Err(GatewayError::Forbidden(
-                "a rollout for every tenant needs an all-tenant admin key; pass {\"tenant\": …}"
-                    .into(),
-            ))
-        }
-        _ => {}
-    }
     let weaker = body.allow_weaker_than_default;
+    // A weaker-than-default rollout needs the operator's own reason (no default).
     let reason = body.reason.unwrap_or_else(|| {
         if weaker {
             String::new()
@@ -130,27 +118,23 @@ async fn start(
             format!("rollout at {}%", body.percent)
         }
     });
-    let recorded =
-        crate::floor::check_activation(state.store.as_ref(), &body.version, weaker, &reason)
-            .await?;
     let id = state.new_id(
         "ro",
         format!("{}|{}|{reason}", body.version, body.percent).as_bytes(),
     );
-    let r = update::start_rollout(
-        state.store.as_ref(),
-        state.clock.as_ref(),
-        &body.version,
-        body.percent,
-        RolloutScope {
+    let request = RolloutRequest {
+        version: &body.version,
+        percent: body.percent,
+        scope: RolloutScope {
             tenant: body.tenant,
             locale: body.locale,
         },
-        &recorded,
-        &caller.0.actor(),
+        reason: &reason,
+        allow_weaker_than_default: weaker,
         id,
-    )
-    .await?;
+    };
+    let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
+    let r = rollouts::start(store, clock, &caller.actor(), request).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(json!(r))).into_response())
 }
@@ -177,8 +161,12 @@ async fn list(
         .filter(|r| sees(&caller, r.tenant.as_deref()))
         .filter(|r| p.state.as_deref().is_none_or(|s| r.state == s))
         .map(|r| {
-            let mut v =
-                update::rollout_json(&update::rollout_of(r), &tracker, &state.config.update, now);
+            let mut v = rollouts::rollout_json(
+                &rollouts::rollout_of(r),
+                &tracker,
+                &state.config.update,
+                now,
+            );
             v["updated_ms"] = json!(r.updated_ms);
             v["updated_by"] = json!(r.actor);
             v
@@ -193,7 +181,7 @@ async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<keel_loop::update::rollout::Rollout, GatewayError> {
-    let r = update::rollout_by_id(state.store.as_ref(), id).await?;
+    let r = rollouts::rollout_by_id(state.store.as_ref(), id).await?;
     if !sees(caller, r.scope.tenant.as_deref()) {
         return Err(GatewayError::NotFound(format!("No rollout `{id}`.")));
     }
@@ -208,8 +196,8 @@ async fn one(
     caller.require(READERS)?;
     visible(&state, &caller, &id).await?;
     let tracker = catch_up(&state).await?;
-    let r = update::rollout_by_id(state.store.as_ref(), &id).await?;
-    Ok(Json(update::rollout_json(
+    let r = rollouts::rollout_by_id(state.store.as_ref(), &id).await?;
+    Ok(Json(rollouts::rollout_json(
         &r,
         &tracker,
         &state.config.update,
@@ -238,7 +226,7 @@ async fn step(
             "a rollout for every tenant needs an all-tenant admin key".into(),
         ));
     }
-    let r = update::end_rollout(
+    let r = rollouts::end_rollout(
         state.store.as_ref(),
         state.clock.as_ref(),
         &id,
@@ -280,64 +268,33 @@ struct BacktestBody {
     tenant: Option<String>,
 }
 
-const WEEK_MS: i64 = 7 * 24 * 60 * 60 * 1000;
-
 async fn backtest(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<BacktestBody>,
 ) -> Result<Response, GatewayError> {
-    caller.require(ADMIN)?;
-    if body.proposal.is_some() == body.version.is_some() {
-        return Err(GatewayError::bad_param(
-            "proposal",
-            "give exactly one of `proposal` or `version`",
-        ));
-    }
-    let tenant = match (body.tenant, caller.tenant_filter()) {
-        (Some(t), _) if !caller.sees(&t) => {
-            return Err(GatewayError::Forbidden(format!(
-                "this key cannot read tenant {t}"
-            )))
-        }
-        (Some(t), _) => Some(t),
-        (None, own) => own,
+    let req = BacktestRequest {
+        proposal: body.proposal,
+        version: body.version,
+        tenant: body.tenant,
+        since_ms: body.since_ms,
+        until_ms: body.until_ms,
+        limit: body.limit,
     };
+    let facts = Some(state.policies.fact_checker());
     let now = state.clock.now_ms();
-    let since = body.since_ms.unwrap_or(now - WEEK_MS);
-    let until = body.until_ms.unwrap_or(i64::MAX);
-    let limit = body.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let bundle = update::candidate_bundle(
-        state.store.as_ref(),
-        body.proposal.as_deref(),
-        body.version.as_deref(),
-    )
-    .await?;
-    let candidate = update::compile_candidate(
-        state.store.as_ref(),
-        &bundle,
-        Some(state.policies.fact_checker()),
-    )
-    .await?;
-    let report = update::run_backtest(
-        state.store.as_ref(),
-        &candidate,
-        tenant.as_deref(),
-        since,
-        until,
-        limit,
-    )
-    .await?;
+    let (report, since) =
+        backtests::backtest(state.store.as_ref(), &caller.actor(), &req, facts, now).await?;
     let mut v = json!(report);
     v["since_ms"] = json!(since);
-    v["until_ms"] = json!(body.until_ms);
-    v["proposal"] = json!(body.proposal);
+    v["until_ms"] = json!(req.until_ms);
+    v["proposal"] = json!(req.proposal);
     Ok(Json(v).into_response())
 }
 
 async fn history(State(state): State<AppState>, caller: Caller) -> Result<Response, GatewayError> {
     caller.require(READERS)?;
     let tenant = caller.tenant_filter();
-    let data = update::history(state.store.as_ref(), tenant.as_deref()).await?;
+    let data = history::history(state.store.as_ref(), tenant.as_deref()).await?;
     Ok(Json(json!({"object": "list", "data": data})).into_response())
 }

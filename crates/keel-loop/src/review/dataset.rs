@@ -37,16 +37,13 @@ impl ExportFilter {
             && self.category.as_deref().is_none_or(|c| {
                 label["category"].as_str() == Some(c) || label["verdict"].as_str() == Some(c)
             })
-            && self.locale.as_deref().is_none_or(|l| {
-                ctx["locale"]
-                    .as_str()
-                    .is_some_and(|x| x == l || x.starts_with(&format!("{l}-")))
-            })
-            && self.jurisdiction.as_deref().is_none_or(|j| {
-                ctx["jurisdiction"]
-                    .as_str()
-                    .is_some_and(|x| x == j || x.starts_with(&format!("{j}-")))
-            })
+            && keel_core::Scope::of(None, self.locale.as_deref(), self.jurisdiction.as_deref())
+                .covers(&keel_core::Segment {
+                    tenant,
+                    locale: ctx["locale"].as_str(),
+                    jurisdiction: ctx["jurisdiction"].as_str(),
+                    ..keel_core::Segment::default()
+                })
     }
 }
 

@@ -334,7 +334,7 @@ pub fn compute(q: &KpiQuery, events: &[StoredEvent], items: &[ItemFact]) -> Vec<
         };
         let a = acc.entry((b, group)).or_default();
         match ev.kind.as_str() {
-            "InteractionRecorded" => {
+            keel_core::EventKind::INTERACTION_RECORDED => {
                 if p["outcome"].as_str() == Some("client_cancelled") {
                     continue;
                 }

@@ -13,9 +13,9 @@ use crate::review::{Suggestion, SuggestionKind, SuggestionScope};
 use crate::LoopError;
 
 /// A proposal was drafted.
-pub const PROPOSAL_CREATED: &str = "ProposalCreated";
+pub const PROPOSAL_CREATED: &str = keel_core::EventKind::PROPOSAL_CREATED;
 /// A proposal was approved or rejected.
-pub const PROPOSAL_DECIDED: &str = "ProposalDecided";
+pub const PROPOSAL_DECIDED: &str = keel_core::EventKind::PROPOSAL_DECIDED;
 
 /// The main policy file of a bundle.
 const POLICY_FILE: &str = "policy.yaml";
@@ -33,7 +33,7 @@ pub struct PolicyDraft {
 }
 
 /// A suggestion that cannot be drafted, or a candidate that does not load (a 422).
-fn unfit(msg: impl Into<String>) -> LoopError {
+fn undraftable(msg: impl Into<String>) -> LoopError {
     LoopError::Invalid(msg.into())
 }
 
@@ -60,18 +60,20 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-fn q(s: &str) -> String {
+/// `s` as a YAML double-quoted scalar.
+fn yaml_quoted(s: &str) -> String {
     // JSON strings are valid YAML double-quoted scalars.
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn need<'a>(v: &'a Option<String>, what: &str, kind: &str) -> Result<&'a str, LoopError> {
+/// A suggestion's required field `what` (of kind `kind`), trimmed, at most 200 bytes.
+fn required_field<'a>(v: &'a Option<String>, what: &str, kind: &str) -> Result<&'a str, LoopError> {
     match v.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() && s.len() <= 200 => Ok(s),
-        Some(s) if s.len() > 200 => Err(unfit(format!(
+        Some(s) if s.len() > 200 => Err(undraftable(format!(
             "suggestion `{kind}`: `{what}` is longer than 200 bytes"
         ))),
-        _ => Err(unfit(format!("suggestion `{kind}` needs `{what}`"))),
+        _ => Err(undraftable(format!("suggestion `{kind}` needs `{what}`"))),
     }
 }
 
@@ -83,7 +85,7 @@ fn scope_yaml(scope: &SuggestionScope) -> Option<String> {
         ("jurisdictions", &scope.jurisdictions),
     ] {
         if !v.is_empty() {
-            parts.push(format!("{}: {}", q(k), json!(v)));
+            parts.push(format!("{}: {}", yaml_quoted(k), json!(v)));
         }
     }
     (!parts.is_empty()).then(|| format!("{{{}}}", parts.join(", ")))
@@ -93,8 +95,8 @@ fn topic_condition(scope: &SuggestionScope) -> Option<String> {
     scope.topic.as_deref().filter(|t| !t.is_empty()).map(|t| {
         format!(
             "(context.topic == {} || context.topic.startsWith({}))",
-            q(t),
-            q(&format!("{t}."))
+            yaml_quoted(t),
+            yaml_quoted(&format!("{t}."))
         )
     })
 }
@@ -169,20 +171,20 @@ pub fn draft_policy(
     reason: &str,
 ) -> Result<PolicyDraft, LoopError> {
     let Some(base_yaml) = base.get(POLICY_FILE) else {
-        return Err(unfit("the base bundle has no policy.yaml"));
+        return Err(undraftable("the base bundle has no policy.yaml"));
     };
     let (rule_id, det_id) = ids_for(proposal_id);
     let scope = s.scope.clone().unwrap_or_default();
     let topic = topic_condition(&scope);
-    let description = q(&format!("Proposed ({proposal_id}): {}", reason.trim()));
+    let description = yaml_quoted(&format!("Proposed ({proposal_id}): {}", reason.trim()));
     let mut detector: Option<Vec<String>> = None;
     let mut when: Vec<String> = topic.into_iter().collect();
     let (phase, action) = match s.kind {
         SuggestionKind::Rewrite => {
-            let from = need(&s.from, "from", "rewrite")?;
+            let from = required_field(&s.from, "from", "rewrite")?;
             let to =
                 s.to.as_deref()
-                    .ok_or_else(|| unfit("suggestion `rewrite` needs `to`"))?;
+                    .ok_or_else(|| undraftable("suggestion `rewrite` needs `to`"))?;
             let pattern = format!("(?i){}", regex_escape(from));
             detector = Some(vec![
                 format!("id: {det_id}"),
@@ -190,7 +192,7 @@ pub fn draft_policy(
                 format!("description: {description}"),
                 format!(
                     "patterns: [{{\"name\": \"from\", \"pattern\": {}}}]",
-                    q(&pattern)
+                    yaml_quoted(&pattern)
                 ),
             ]);
             when.push(format!("signals.{det_id}.matched"));
@@ -198,18 +200,18 @@ pub fn draft_policy(
                 "output",
                 format!(
                     "{{\"rewrite\": {{\"from\": {}, \"to\": {}}}}}",
-                    q(&pattern),
-                    q(&to.replace('$', "$$"))
+                    yaml_quoted(&pattern),
+                    yaml_quoted(&to.replace('$', "$$"))
                 ),
             )
         }
         SuggestionKind::LexiconTerm => {
-            let from = need(&s.from, "from", "lexicon_term")?;
+            let from = required_field(&s.from, "from", "lexicon_term")?;
             detector = Some(vec![
                 format!("id: {det_id}"),
                 "kind: lexicon".to_string(),
                 format!("description: {description}"),
-                format!("terms: [{}]", q(from)),
+                format!("terms: [{}]", yaml_quoted(from)),
             ]);
             when.push(format!("signals.{det_id}.matched"));
             match s.to.as_deref() {
@@ -217,8 +219,8 @@ pub fn draft_policy(
                     "output",
                     format!(
                         "{{\"redact\": {{\"detectors\": [{}], \"replacement\": {}}}}}",
-                        q(&det_id),
-                        q(to)
+                        yaml_quoted(&det_id),
+                        yaml_quoted(to)
                     ),
                 ),
                 None => (
@@ -230,16 +232,16 @@ pub fn draft_policy(
         }
         SuggestionKind::Escalate => {
             if let Some(from) = s.from.as_deref().filter(|f| !f.trim().is_empty()) {
-                let from = need(&Some(from.to_string()), "from", "escalate")?.to_string();
+                let from = required_field(&Some(from.to_string()), "from", "escalate")?.to_string();
                 detector = Some(vec![
                     format!("id: {det_id}"),
                     "kind: lexicon".to_string(),
                     format!("description: {description}"),
-                    format!("terms: [{}]", q(&from)),
+                    format!("terms: [{}]", yaml_quoted(&from)),
                 ]);
                 when.push(format!("signals.{det_id}.matched"));
             } else if when.is_empty() {
-                return Err(unfit(
+                return Err(undraftable(
                     "suggestion `escalate` needs `from` (a term) or `scope.topic`",
                 ));
             }
@@ -250,7 +252,7 @@ pub fn draft_policy(
             )
         }
         SuggestionKind::FactUpdate => {
-            return Err(unfit(
+            return Err(undraftable(
                 "a fact_update suggestion drafts a fact proposal, not a bundle",
             ))
         }
@@ -266,7 +268,7 @@ pub fn draft_policy(
         rule.push(format!("scope: {sc}"));
     }
     if !when.is_empty() {
-        rule.push(format!("when: {}", q(&when.join(" && "))));
+        rule.push(format!("when: {}", yaml_quoted(&when.join(" && "))));
     }
     rule.push(format!("action: {action}"));
     let mut yaml = base_yaml.to_string();
@@ -287,7 +289,7 @@ pub fn draft_policy(
     let bundle = Bundle::from_files(&files);
     let policy = Policy::compile(&bundle).map_err(|e| {
         let issues: Vec<String> = e.issues().iter().map(ToString::to_string).collect();
-        unfit(format!(
+        undraftable(format!(
             "the candidate bundle does not load: {}",
             if issues.is_empty() {
                 e.to_string()
@@ -297,11 +299,11 @@ pub fn draft_policy(
         ))
     })?;
     if !policy.spec().rules.iter().any(|r| r.id == rule_id) {
-        return Err(unfit("the generated rule did not land in the bundle"));
+        return Err(undraftable("the generated rule did not land in the bundle"));
     }
     let report = run_tests(&policy);
     if !report.ok() {
-        return Err(unfit(format!(
+        return Err(undraftable(format!(
             "the candidate bundle fails its own tests: {report}"
         )));
     }
@@ -334,18 +336,19 @@ pub fn bundle_diff(a: &Bundle, b: &Bundle) -> String {
 /// Drafts the fact version a `fact_update` suggestion asks for: the newest version of that key
 /// (same scope when the suggestion names one) is the template for kind, unit and subjects.
 pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), LoopError> {
-    let key = need(&s.fact, "fact", "fact_update")?;
+    let key = required_field(&s.fact, "fact", "fact_update")?;
     let value = s
         .value
         .clone()
         .filter(|v| !v.is_null())
-        .ok_or_else(|| unfit("suggestion `fact_update` needs `value`"))?;
-    let from = need(&s.effective_from, "effective_from", "fact_update")?;
+        .ok_or_else(|| undraftable("suggestion `fact_update` needs `value`"))?;
+    let from = required_field(&s.effective_from, "effective_from", "fact_update")?;
     let scope = s.scope.as_ref().map(|sc| FactScope {
         tenants: sc.tenants.clone(),
         locales: sc.locales.clone(),
         jurisdictions: sc.jurisdictions.clone(),
         topic: sc.topic.clone(),
+        ..FactScope::default()
     });
     let versions: Vec<&Fact> = existing.iter().filter(|f| f.key == key).collect();
     let template = scope
@@ -354,7 +357,7 @@ pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), L
         .or_else(|| versions.last())
         .copied()
         .ok_or_else(|| {
-            unfit(format!(
+            undraftable(format!(
                 "no fact `{key}` is registered; set its first version with `keel facts set`"
             ))
         })?;
@@ -366,7 +369,7 @@ pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), L
         fact.scope = sc;
     }
     fact.check_against(existing)
-        .map_err(|e| unfit(e.to_string()))?;
+        .map_err(|e| undraftable(e.to_string()))?;
     let before = serde_norway::to_string(template).unwrap_or_default();
     let after = serde_norway::to_string(&fact).unwrap_or_default();
     let diff = unified(&format!("facts/{key}"), &before, &after, 20);

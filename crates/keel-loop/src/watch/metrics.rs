@@ -142,7 +142,7 @@ fn interaction(ev: &StoredEvent) -> Vec<Observation> {
     out
 }
 
-inventory::submit! { MetricSource { kind: "InteractionRecorded", extract: interaction } }
+inventory::submit! { MetricSource { kind: keel_core::EventKind::INTERACTION_RECORDED, extract: interaction } }
 
 fn feedback(ev: &StoredEvent) -> Vec<Observation> {
     let p = &ev.payload;
@@ -200,10 +200,10 @@ fn learned(ev: &StoredEvent) -> Vec<Observation> {
         .collect()
 }
 
-inventory::submit! { MetricSource { kind: "InteractionRecorded", extract: learned } }
+inventory::submit! { MetricSource { kind: keel_core::EventKind::INTERACTION_RECORDED, extract: learned } }
 
 // Feedback events arrive with the review issue; their metrics are ready for them.
-inventory::submit! { MetricSource { kind: "FeedbackReceived", extract: feedback } }
+inventory::submit! { MetricSource { kind: keel_core::EventKind::FEEDBACK_RECEIVED, extract: feedback } }
 
 #[cfg(test)]
 mod tests {

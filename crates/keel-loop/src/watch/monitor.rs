@@ -163,7 +163,7 @@ impl AlertDraft {
     /// The `AlertRaised` event, with `id` assigned by the caller.
     pub fn to_event(&self, id: &str) -> NewEvent {
         NewEvent {
-            kind: "AlertRaised".to_string(),
+            kind: keel_core::EventKind::ALERT_RAISED.to_string(),
             actor: "monitor".to_string(),
             tenant: self.segment.tenant.clone(),
             at_ms: self.at_ms,
@@ -292,7 +292,7 @@ impl Monitor {
         let p = &event.payload;
         let mut out = Vec::new();
         match event.kind.as_str() {
-            "FeedbackReceived" if !self.config.complaint_terms.is_empty() => {
+            keel_core::EventKind::FEEDBACK_RECEIVED if !self.config.complaint_terms.is_empty() => {
                 if let Some(comment) = p["comment"].as_str() {
                     let lower = comment.to_lowercase();
                     let hit = self
@@ -312,7 +312,7 @@ impl Monitor {
                     });
                 }
             }
-            "InteractionRecorded" if p.is_object() => {
+            keel_core::EventKind::INTERACTION_RECORDED if p.is_object() => {
                 let mut fired = std::collections::BTreeSet::new();
                 for phase in ["input", "output"] {
                     let decisions: Vec<&serde_json::Value> = match &p["decision"][phase] {

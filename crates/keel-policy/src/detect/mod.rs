@@ -167,6 +167,15 @@ pub(crate) fn regex_max_len(pattern: &str) -> Option<usize> {
         .maximum_len()
 }
 
+/// What one [`Detectors::scan`] reads besides the text: which detectors run, the request
+/// context, and a facts checker that replaces the policy's own.
+#[derive(Clone, Copy)]
+pub struct ScanWith<'a> {
+    pub used: &'a [bool],
+    pub context: &'a EvalContext,
+    pub checker: Option<&'a dyn FactChecker>,
+}
+
 impl Detectors {
     /// Compiles detectors; errors are `(detector index, message)`.
     pub fn compile(defs: Vec<(String, DetectorSource)>) -> Result<Self, Vec<(usize, String)>> {
@@ -309,18 +318,20 @@ impl Detectors {
     /// Scans `text[base..]` (segment `segment`) with the detectors marked in `used`, appending
     /// findings with spans in `text`'s byte offsets. Context before `base` is only read for word
     /// boundaries, so scanning a suffix gives the same findings as scanning the whole text there.
-    /// `checker` replaces the policy's facts checker when given.
-    #[allow(clippy::too_many_arguments)]
+    /// `with.checker` replaces the policy's facts checker when given.
     pub fn scan(
         &self,
         text: &str,
         base: usize,
         segment: usize,
-        used: &[bool],
-        context: &EvalContext,
-        checker: Option<&dyn FactChecker>,
+        with: ScanWith<'_>,
         out: &mut Vec<Finding>,
     ) {
+        let ScanWith {
+            used,
+            context,
+            checker,
+        } = with;
         let is_used = |d: usize| used.get(d).copied().unwrap_or(false);
         let need_norm = self.lexicon.is_some()
             || self

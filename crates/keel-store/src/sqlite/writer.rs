@@ -213,9 +213,7 @@ async fn write_batch(
             seq += 1;
             let payload = serde_json::to_string(&ev.payload)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let leaf = ledger::prepare_leaf(
-                frontier, seq, ev.at_ms, &ev.kind, &ev.actor, &ev.tenant, &payload,
-            );
+            let leaf = ledger::prepare_leaf(frontier, seq, ev, &payload);
             rows.push(Row {
                 seq,
                 ev,
@@ -404,10 +402,7 @@ async fn write_event(
     )
     .execute(&mut *conn)
     .await?;
-    ledger::seal(
-        conn, frontier, seq, ev.at_ms, &ev.kind, &ev.actor, &ev.tenant, &payload,
-    )
-    .await?;
+    ledger::seal(conn, frontier, seq, ev, &payload).await?;
     project(conn, seq, ev, &payload).await?;
     Ok(StoredEvent {
         seq,

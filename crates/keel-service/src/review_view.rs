@@ -1,20 +1,21 @@
 //! The reviewer's view of one item (the reports on the interaction, the conversation, the
-//! decision with spans and facts, the labels so far), read from the store. Shared by
-//! `GET /api/reviews/{id}` and `keel review show`; the shaping is `keel_loop::review::view`.
+//! decision with spans and facts, the labels so far), read from the store. Behind
+//! [`crate::reviews::detail`] (`GET /api/reviews/{id}`, `keel review show`); the shaping is
+//! `keel_loop::review::view`.
 
 use keel_core::clock::format_ms;
 use keel_loop::review::view;
 use keel_store::{ReviewItemRow, Store};
 use serde_json::{json, Value};
 
-use crate::error::GatewayError;
+use crate::error::ServiceError;
 
 /// `{interaction, reports, label_events}` for `item`, reports received up to `now_ms`.
 pub async fn detail(
     store: &dyn Store,
     item: &ReviewItemRow,
     now_ms: i64,
-) -> Result<Value, GatewayError> {
+) -> Result<Value, ServiceError> {
     let ix = store.interaction(&item.interaction_id).await?;
     let (interaction, from_ms) = match &ix {
         Some(r) => (view::interaction(&r.id, &r.record), r.at_ms),

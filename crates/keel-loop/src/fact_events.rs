@@ -9,7 +9,7 @@ use crate::update::GLOBAL_SCOPE;
 use crate::LoopError;
 
 /// The event kind that sets one version of a fact.
-pub const FACT_SET: &str = "FactSet";
+pub const FACT_SET: &str = keel_core::EventKind::FACT_SET;
 
 /// The tenant a fact's events are recorded for: its one tenant, else `*`.
 pub fn fact_tenant(fact: &Fact) -> &str {
@@ -201,6 +201,7 @@ fn parse_csv(text: &str) -> Result<Vec<Fact>, LoopError> {
                 locales: list("locales"),
                 jurisdictions: list("jurisdictions"),
                 topic: opt("topic"),
+                ..keel_policy::FactScope::default()
             },
             effective_from: get("effective_from"),
             effective_until: opt("effective_until"),

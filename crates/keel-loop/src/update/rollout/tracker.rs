@@ -1,0 +1,174 @@
+//! The [`Tracker`]: guard counters per rollout and arm, folded from the event log, serialisable
+//! so the rollout worker resumes where it stopped, and its automatic promote/rollback steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keel_core::StoredEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::guards::{evaluate, ArmStats, Evaluation, UpdateConfig};
+use super::state::Rollout;
+use super::{BASELINE, CANARY, ROLLOUT_CHANGED};
+
+/// One rollout as the tracker follows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub rollout: Rollout,
+    pub canary: ArmStats,
+    pub baseline: ArmStats,
+    /// Interactions already counted as wrong (so two reports count once); cleared at the end.
+    #[serde(default)]
+    pub wrong_seen: BTreeSet<String>,
+    /// An automatic step was drafted; wait for its event.
+    #[serde(default)]
+    pub decided: bool,
+}
+
+impl Tracked {
+    fn arm_mut(&mut self, arm: &str) -> Option<&mut ArmStats> {
+        match arm {
+            CANARY => Some(&mut self.canary),
+            BASELINE => Some(&mut self.baseline),
+            _ => None,
+        }
+    }
+}
+
+/// Guard counters per rollout, fed with events in log order. The caller resolves which
+/// rollout arm a `FeedbackReceived` / `ReviewCompleted` event's interaction was served by.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    pub cursor: i64,
+    pub rollouts: BTreeMap<String, Tracked>,
+}
+
+/// An automatic step the tracker asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoStep {
+    pub rollout: Rollout,
+    pub promote: bool,
+    pub evaluation: Evaluation,
+}
+
+/// The `{id, arm}` an interaction record carries.
+pub fn arm_of(record: &Value) -> Option<(String, String)> {
+    let r = record.get("rollout")?;
+    Some((
+        r["id"].as_str()?.to_string(),
+        r["arm"].as_str()?.to_string(),
+    ))
+}
+
+impl Tracker {
+    /// Reads a saved tracker.
+    pub fn from_json(s: &str) -> Result<Self, crate::LoopError> {
+        serde_json::from_str(s).map_err(|e| crate::LoopError::State(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> Result<String, crate::LoopError> {
+        serde_json::to_string(self).map_err(|e| crate::LoopError::State(e.to_string()))
+    }
+
+    /// Whether `ev` needs its interaction's arm resolved (feedback and review labels).
+    pub fn needs_arm(&self, ev: &StoredEvent) -> bool {
+        (ev.kind == crate::review::kinds::FEEDBACK || ev.kind == crate::review::kinds::COMPLETED)
+            && self.rollouts.values().any(|t| t.rollout.is_canary())
+    }
+
+    /// Feeds one event; `arm` is the resolved `(rollout id, arm)` of a feedback or label.
+    pub fn observe(&mut self, ev: &StoredEvent, arm: Option<(String, String)>) {
+        self.cursor = self.cursor.max(ev.seq);
+        match ev.kind.as_str() {
+            ROLLOUT_CHANGED => {
+                let Some(r) = Rollout::from_payload(&ev.payload) else {
+                    return;
+                };
+                let ended = !r.is_canary();
+                let t = self
+                    .rollouts
+                    .entry(r.id.clone())
+                    .or_insert_with(|| Tracked {
+                        rollout: r.clone(),
+                        canary: ArmStats::default(),
+                        baseline: ArmStats::default(),
+                        wrong_seen: BTreeSet::new(),
+                        decided: false,
+                    });
+                t.rollout = r;
+                if ended {
+                    t.wrong_seen.clear();
+                    t.decided = false;
+                }
+            }
+            keel_core::EventKind::INTERACTION_RECORDED => {
+                let Some((id, arm)) = arm_of(&ev.payload) else {
+                    return;
+                };
+                if ev.payload["outcome"] != "ok" {
+                    return;
+                }
+                let Some(t) = self.rollouts.get_mut(&id).filter(|t| t.rollout.is_canary()) else {
+                    return;
+                };
+                let d = &ev.payload["decision"];
+                let violated = crate::vocab::violated(d);
+                let escalated = d["action"] == "escalate";
+                if let Some(a) = t.arm_mut(&arm) {
+                    a.interactions += 1;
+                    a.violations += u64::from(violated);
+                    a.escalations += u64::from(escalated);
+                }
+            }
+            k if k == crate::review::kinds::FEEDBACK || k == crate::review::kinds::COMPLETED => {
+                let Some((id, arm)) = arm else { return };
+                let Some(t) = self.rollouts.get_mut(&id).filter(|t| t.rollout.is_canary()) else {
+                    return;
+                };
+                let p = &ev.payload;
+                let wrong = if k == crate::review::kinds::FEEDBACK {
+                    p["wrong_answer"] == true
+                } else {
+                    matches!(p["verdict"].as_str(), Some("wrong_answer" | "outdated"))
+                };
+                let ix = p["interaction_id"].as_str().unwrap_or_default().to_string();
+                let first_wrong = wrong && t.wrong_seen.insert(format!("{arm}:{ix}"));
+                let csat = p["csat"].as_u64();
+                if let Some(a) = t.arm_mut(&arm) {
+                    a.wrong_answers += u64::from(first_wrong);
+                    if let Some(c) = csat {
+                        a.csat_ratings += 1;
+                        a.csat_satisfied += u64::from(c >= 4);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The automatic steps due now (each canary at most once until its event is seen).
+    pub fn decide(&mut self, cfg: &UpdateConfig, now_ms: i64) -> Vec<AutoStep> {
+        let mut out = Vec::new();
+        if !cfg.auto {
+            return out;
+        }
+        for t in self.rollouts.values_mut() {
+            if !t.rollout.is_canary() || t.decided {
+                continue;
+            }
+            let e = evaluate(&t.canary, &t.baseline, cfg, now_ms - t.rollout.started_ms);
+            let promote = match e.verdict.as_str() {
+                "promote" => true,
+                "rollback" => false,
+                _ => continue,
+            };
+            t.decided = true;
+            out.push(AutoStep {
+                rollout: t.rollout.clone(),
+                promote,
+                evaluation: e,
+            });
+        }
+        out
+    }
+}

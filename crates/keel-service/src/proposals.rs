@@ -1,0 +1,398 @@
+//! Proposals: a review's or an alert's suggestion drafted into a candidate (a policy bundle or
+//! a fact version), listed, approved under the two-person rule (publishing or setting what it
+//! proposes) or rejected. The drafting rules are `keel_loop::update::proposal`.
+
+use std::collections::BTreeMap;
+
+use keel_core::{Clock, Role};
+use keel_loop::review::Suggestion;
+use keel_loop::update::proposal::{
+    self, check_approval, decided_event, Refusal, PROPOSAL_CREATED, PROPOSAL_DECIDED,
+};
+use keel_loop::update::rollout::UpdateConfig;
+use keel_loop::update::{bundle_from_payload, published_event, GLOBAL_SCOPE};
+use keel_policy::{Bundle, Policy};
+use keel_store::Store;
+use serde_json::{json, Value};
+
+use crate::actor::Actor;
+use crate::error::{unprocessable, ServiceError};
+use crate::rollouts::append_guarded;
+
+/// Every proposal (creation folded with its decision), oldest first, candidate files left out.
+pub async fn load_proposals(store: &dyn Store) -> Result<Vec<Value>, ServiceError> {
+    let events = store
+        .events_in_range(
+            &[PROPOSAL_CREATED, PROPOSAL_DECIDED],
+            None,
+            i64::MIN,
+            i64::MAX,
+        )
+        .await?;
+    let mut order: Vec<String> = Vec::new();
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for e in events {
+        let Some(id) = e.payload["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        if e.kind == PROPOSAL_CREATED {
+            let mut doc = e.payload.clone();
+            if let Some(m) = doc.as_object_mut() {
+                m.remove("files");
+            }
+            doc["seq"] = json!(e.seq);
+            doc["status"] = json!("pending");
+            doc["tenant"] = json!(e.tenant);
+            order.push(id.clone());
+            by_id.insert(id, doc);
+        } else if let Some(doc) = by_id.get_mut(&id) {
+            doc["status"] = e.payload["decision"].clone();
+            doc["decided_by"] = json!(e.actor);
+            doc["decided_ms"] = json!(e.at_ms);
+            doc["decision_reason"] = e.payload["reason"].clone();
+            if !e.payload["version"].is_null() {
+                doc["version"] = e.payload["version"].clone();
+            }
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect())
+}
+
+/// One proposal; `with_files` adds the candidate bundle's files.
+pub async fn proposal_by_id(
+    store: &dyn Store,
+    id: &str,
+    with_files: bool,
+) -> Result<Value, ServiceError> {
+    let mut doc = load_proposals(store)
+        .await?
+        .into_iter()
+        .find(|p| p["id"] == id)
+        .ok_or_else(|| ServiceError::NotFound(format!("No proposal `{id}`.")))?;
+    if with_files {
+        let seq = doc["seq"].as_i64().unwrap_or(0);
+        let ev = store.events_after(seq - 1, 1).await?;
+        if let Some(e) = ev.first().filter(|e| e.seq == seq) {
+            doc["files"] = e.payload["files"].clone();
+        }
+    }
+    Ok(doc)
+}
+
+/// Where a proposal comes from.
+#[derive(Debug, Clone)]
+pub enum ProposalSource {
+    Review(String),
+    Alert(String, Suggestion),
+    Direct(Suggestion),
+}
+
+/// The bundle in force for `tenant` (else globally), or the embedded default pack.
+pub async fn base_bundle(
+    store: &dyn Store,
+    tenant: Option<&str>,
+) -> Result<(Option<String>, Bundle), ServiceError> {
+    let acts = store.policy_activations().await?;
+    let version = tenant
+        .and_then(|t| acts.iter().find(|a| a.scope == t))
+        .or_else(|| acts.iter().find(|a| a.scope == GLOBAL_SCOPE))
+        .map(|a| a.version.clone());
+    if let Some(v) = version {
+        if let Some(p) = store.policy_bundle(&v).await? {
+            let b = bundle_from_payload(&p)?;
+            return Ok((Some(v), b));
+        }
+    }
+    Ok((None, Bundle::from_files(&keel_policy::default_pack_files())))
+}
+
+/// Roles that draft proposals.
+pub const AUTHORS: &[Role] = &[Role::Reviewer, Role::Admin];
+
+/// Drafts a proposal and appends its `ProposalCreated` event (reviewers and admins). An actor
+/// scoped to one tenant proposes only for it: the suggestion is then confined to its tenant.
+pub async fn create_proposal(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    source: ProposalSource,
+    reason: Option<&str>,
+    tenant: Option<&str>,
+    actor: &Actor,
+    id: String,
+) -> Result<Value, ServiceError> {
+    actor.require(AUTHORS)?;
+    if let Some(t) = tenant {
+        keel_core::auth::validate_tenant(t)
+            .map_err(|e| ServiceError::bad_param("tenant", e.to_string()))?;
+        if !actor.sees(t) {
+            return Err(ServiceError::Forbidden(format!(
+                "this key cannot propose changes for tenant {t}"
+            )));
+        }
+    }
+    let tenant_key = actor.tenant_filter();
+    let (mut suggestion, source_doc, default_reason) = match &source {
+        ProposalSource::Review(item_id) => {
+            let item = store
+                .review_item(item_id)
+                .await?
+                .filter(|i| tenant_key.is_none_or(|t| t == i.tenant))
+                .ok_or_else(|| ServiceError::NotFound(format!("No review item `{item_id}`.")))?;
+            let labels = store.review_labels(item_id).await?;
+            let Some(label) = labels
+                .iter()
+                .rev()
+                .find(|l| !l.payload["suggestion"].is_null())
+            else {
+                return Err(unprocessable(format!(
+                    "review item `{item_id}` has no label with a suggestion"
+                )));
+            };
+            let mut s: Suggestion = serde_json::from_value(label.payload["suggestion"].clone())
+                .map_err(|e| unprocessable(format!("the review's suggestion: {e}")))?;
+            // A suggestion without a scope applies to the reviewed interaction's segment.
+            if s.scope.is_none() {
+                let ctx = &item.context;
+                let one = |k: &str| {
+                    ctx[k]
+                        .as_str()
+                        .map(|v| vec![v.to_string()])
+                        .unwrap_or_default()
+                };
+                s.scope = Some(keel_loop::review::SuggestionScope {
+                    tenants: vec![item.tenant.clone()],
+                    locales: one("locale"),
+                    jurisdictions: one("jurisdiction"),
+                    topic: None,
+                });
+            }
+            let why = format!(
+                "review {item_id}: verdict {}{}",
+                label.payload["verdict"].as_str().unwrap_or("?"),
+                label.payload["notes"]
+                    .as_str()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            );
+            (
+                s,
+                json!({"review": item_id, "interaction": item.interaction_id,
+                       "verdict": label.payload["verdict"], "reviewer": label.actor}),
+                why,
+            )
+        }
+        ProposalSource::Alert(alert_id, s) => {
+            let alerts = store
+                .list_alerts(&keel_store::AlertQuery {
+                    tenant: tenant_key.map(str::to_string),
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await?;
+            let a = alerts
+                .iter()
+                .find(|a| a.id == *alert_id)
+                .ok_or_else(|| ServiceError::NotFound(format!("No alert `{alert_id}`.")))?;
+            (
+                s.clone(),
+                json!({"alert": alert_id, "metric": a.alert["metric"], "segment": a.alert["segment_key"]}),
+                format!("alert {alert_id}"),
+            )
+        }
+        ProposalSource::Direct(s) => (s.clone(), json!({}), String::new()),
+    };
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .unwrap_or(default_reason);
+    if reason.is_empty() {
+        return Err(ServiceError::bad_param(
+            "reason",
+            "a proposal needs a reason",
+        ));
+    }
+    // A tenant key proposes for its own tenant only.
+    if let Some(t) = tenant_key {
+        let sc = suggestion.scope.get_or_insert_with(Default::default);
+        if sc.tenants.is_empty() {
+            sc.tenants = vec![t.to_string()];
+        } else if sc.tenants.iter().any(|x| x != t) {
+            return Err(ServiceError::Forbidden(format!(
+                "a key of tenant {t} can only propose changes scoped to `tenants: [{t}]`"
+            )));
+        }
+    }
+    let scope_tenant = suggestion
+        .scope
+        .as_ref()
+        .and_then(|s| match s.tenants.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        });
+    let tenant = tenant
+        .map(str::to_string)
+        .or(scope_tenant)
+        .or(tenant_key.map(str::to_string))
+        .unwrap_or_else(|| GLOBAL_SCOPE.to_string());
+    let now = clock.now_ms();
+    let mut doc = json!({
+        "id": id, "status": "pending", "author": actor.who, "author_name": actor.person,
+        "reason": reason, "created_ms": now, "source": source_doc, "suggestion": suggestion,
+    });
+    doc["source"]["suggestion_kind"] = json!(suggestion.kind);
+    if suggestion.kind == keel_loop::review::SuggestionKind::FactUpdate {
+        let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
+            .await?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let (fact, diff) = proposal::draft_fact(&suggestion, &existing)
+            .map_err(|e| unprocessable(e.to_string()))?;
+        doc["kind"] = json!("fact");
+        doc["fact"] = json!(fact);
+        doc["diff"] = json!(diff);
+    } else {
+        let scope_tenant = (tenant != GLOBAL_SCOPE).then_some(tenant.as_str());
+        let (base_version, base) = base_bundle(store, scope_tenant).await?;
+        let draft = proposal::draft_policy(&base, &suggestion, &id, &reason)
+            .map_err(|e| unprocessable(e.to_string()))?;
+        doc["kind"] = json!("policy");
+        doc["base_version"] = json!(base_version);
+        doc["candidate_version"] = json!(draft.version);
+        doc["rule"] = json!(draft.rule_id);
+        doc["diff"] = json!(draft.diff);
+        let files: serde_json::Map<String, Value> = draft
+            .bundle
+            .files()
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        doc["files"] = Value::Object(files);
+    }
+    let ev = proposal::created_event(doc, &tenant, &actor.who, now);
+    store.append(vec![ev]).await?;
+    proposal_by_id(store, &id, false).await
+}
+
+/// Approves a proposal: a policy proposal publishes its candidate (not activated), a fact
+/// proposal sets the fact; with the two-person rule the approver must be another person.
+pub async fn approve_proposal(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    cfg: &UpdateConfig,
+    id: &str,
+    reason: &str,
+    actor: &Actor,
+) -> Result<Value, ServiceError> {
+    let doc = proposal_by_id(store, id, true).await?;
+    let status = doc["status"].as_str().unwrap_or("pending");
+    let author = doc["author_name"].as_str().unwrap_or_default();
+    match check_approval(status, author, &actor.person, cfg.two_person_rule) {
+        Ok(()) => {}
+        Err(Refusal::NotPending(s)) => {
+            return Err(ServiceError::Conflict(format!(
+                "proposal `{id}` is already {s}"
+            )))
+        }
+        Err(Refusal::SamePerson) => {
+            return Err(ServiceError::Forbidden(format!(
+                "two-person rule: {} authored proposal `{id}`; another person must approve it",
+                actor.person
+            )))
+        }
+    }
+    let tenant = doc["tenant"].as_str().unwrap_or(GLOBAL_SCOPE).to_string();
+    let now = clock.now_ms();
+    let why = format!(
+        "proposal {id}: {}",
+        doc["reason"].as_str().unwrap_or_default()
+    );
+    let mut events = Vec::new();
+    let mut version = None;
+    if doc["kind"] == "fact" {
+        let fact: keel_policy::Fact = serde_json::from_value(doc["fact"].clone())?;
+        let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
+            .await?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        let mut evs = keel_loop::facts::fact_set_events(&[fact], &existing, &why, &actor.who, now)
+            .map_err(|e| unprocessable(e.to_string()))?;
+        for e in &mut evs {
+            e.payload["proposal"] = json!(id);
+        }
+        events.extend(evs);
+    } else {
+        let files: Vec<(String, String)> = doc["files"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bundle = Bundle::from_files(&files);
+        let policy = Policy::compile(&bundle)?;
+        let v = policy.version().to_string();
+        if !store
+            .policy_versions()
+            .await?
+            .iter()
+            .any(|x| x.version == v)
+        {
+            let mut ev = published_event(&bundle, &policy, &why, &actor.who, now)
+                .map_err(|e| unprocessable(e.to_string()))?;
+            ev.payload["proposal"] = json!(id);
+            events.push(ev);
+        }
+        version = Some(v);
+    }
+    events.push(
+        decided_event(
+            id,
+            "approved",
+            reason,
+            version.as_deref(),
+            &tenant,
+            &actor.who,
+            now,
+        )
+        .map_err(|e| ServiceError::bad_param("reason", e.to_string()))?,
+    );
+    append_guarded(store, events).await?;
+    proposal_by_id(store, id, false).await
+}
+
+/// Rejects a pending proposal.
+pub async fn reject_proposal(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: &str,
+    reason: &str,
+    actor: &Actor,
+) -> Result<Value, ServiceError> {
+    let doc = proposal_by_id(store, id, false).await?;
+    if doc["status"] != "pending" {
+        return Err(ServiceError::Conflict(format!(
+            "proposal `{id}` is already {}",
+            doc["status"].as_str().unwrap_or("decided")
+        )));
+    }
+    let tenant = doc["tenant"].as_str().unwrap_or(GLOBAL_SCOPE).to_string();
+    let ev = decided_event(
+        id,
+        "rejected",
+        reason,
+        None,
+        &tenant,
+        &actor.who,
+        clock.now_ms(),
+    )
+    .map_err(|e| ServiceError::bad_param("reason", e.to_string()))?;
+    append_guarded(store, vec![ev]).await?;
+    proposal_by_id(store, id, false).await
+}
