@@ -310,8 +310,29 @@ fn drift_replay_prints_detection_indices_only() {
 
 #[test]
 fn the_example_config_is_the_readme_config() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keel.example.toml")).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/keel.example.toml")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // The README's block under "## Minimal config", line for line.
+    let section = readme
+        .split_once("## Minimal config")
+        .expect("README has a Minimal config section")
+        .1;
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a toml block in the Minimal config section")
+        .0;
+    // The example file is the block plus its leading comment lines (how to start it).
+    let body: String = example
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        body, block,
+        "keel.example.toml and README's minimal config differ"
+    );
     let cfg = keel_gateway::Config::from_toml_str(&example).unwrap();
     assert_eq!(cfg.upstreams[0].base_url, "http://127.0.0.1:11434/v1");
 }

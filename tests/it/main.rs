@@ -7,10 +7,12 @@
 mod api;
 mod bad_input;
 mod chat;
+mod claims;
 mod cli;
 mod durability;
 mod facts;
 mod faults;
+mod knobs;
 mod learn;
 mod ledger;
 mod policy;
