@@ -9,6 +9,7 @@ mod bad_input;
 mod chat;
 mod claims;
 mod cli;
+mod demo_table;
 mod durability;
 mod facts;
 mod faults;
