@@ -329,7 +329,7 @@ fn send_concurrently(
 }
 
 async fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..1200 {
+    for _ in 0..3000 {
         if cond() {
             return;
         }

@@ -52,7 +52,7 @@ fn interaction_id(resp: &reqwest::Response) -> String {
 
 /// The recorded interaction `id`, read with `key` (polled: the record may trail the reply).
 async fn record(gw: &TestGateway, key: &str, id: &str) -> Value {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let (status, v) = get_json(&format!("{}/api/interactions/{id}", gw.url()), key).await;
         if status == 200 {
             return v;
@@ -253,7 +253,7 @@ async fn retention_erases_payloads_older_than_payload_days() {
     // The server checks once a minute of its clock: move it on and wait for the erasure event.
     clock.advance_ms(61_000);
     let mut erased = false;
-    for _ in 0..200 {
+    for _ in 0..600 {
         if !payload_kept(&gw, &auditor, &reviewer, &old).await {
             erased = true;
             break;
@@ -379,7 +379,7 @@ async fn readyz_answers_503_while_draining() {
     assert!(!first.is_empty(), "the stream is in flight");
     let shutdown = tokio::spawn(gw.shutdown());
     let mut status = 0;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         status = client()
             .get(&probe_url)
             .send()
@@ -450,7 +450,7 @@ async fn the_grace_period_bounds_the_drain() {
 }
 
 async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if cond() {
             return;
         }
