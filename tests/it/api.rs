@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -122,61 +122,99 @@ async fn openapi_lists_every_api_route() {
     }
 }
 
-#[tokio::test]
-async fn health_readiness_and_metrics() {
-    let p = Pair::start(Script::new()).await;
-    for path in ["/healthz", "/readyz"] {
-        let r = client().get(p.url(path)).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-    }
-    p.chat(json!({"model": "m", "messages": user("count me")}))
-        .await;
-    let text = client()
+/// The value of the Prometheus sample `name{...}` whose labels include every one of `labels`
+/// (0 when absent).
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics_text(p: &Pair) -> String {
+    client()
         .get(p.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    for name in [
-        "keel_http_requests_total",
-        "keel_http_request_duration_seconds_bucket",
-        "keel_upstream_attempts_total",
-        "keel_store_batch_events_bucket",
-        "keel_interactions_total",
-    ] {
-        assert!(text.contains(name), "metric {name} missing from /metrics");
-    }
+        .unwrap()
 }
 
 #[tokio::test]
-async fn graceful_shutdown_flushes_async_appends() {
-    let p = Pair::start_with(Script::new(), |o| o.durability = "async").await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let resp = p
-            .chat(json!({"model": "m", "messages": user(&format!("a{i}"))}))
-            .await;
-        assert_eq!(resp.status(), 200);
-        let body: Value = resp.json().await.unwrap();
-        ids.push(body["id"].as_str().unwrap().to_string());
+async fn health_readiness_and_metrics() {
+    // The recorder is process-wide: this test's upstream has a name no other test uses, and
+    // shared series are compared as deltas.
+    let upstream = "metrics-probe-upstream";
+    let p = Pair::start_with(Script::new().then(Reply::error(500, "boom")), |o| {
+        o.upstreams[0].0 = upstream.into();
+    })
+    .await;
+    for path in ["/healthz", "/readyz"] {
+        let r = client().get(p.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
     }
-    let store = p.gw.store.clone();
-    let url = p.gw.config.storage_url();
-    let _dir = p.gw.shutdown().await;
-    drop(store);
-    let reopened = keel_store::SqliteStore::open(keel_store::SqliteOptions::new(
-        url,
-        keel_store::Durability::Durable,
-    ))
-    .await
-    .unwrap();
-    use keel_store::Store;
-    for id in ids {
-        assert!(
-            reopened.interaction(&id).await.unwrap().is_some(),
-            "{id} lost after shutdown"
+    let before = metrics_text(&p).await;
+    let chat_ok = [r#"route="/v1/chat/completions""#, r#"status="200""#];
+    let resp = p
+        .chat(json!({"model": "m", "messages": user("count me")}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    // Counters recorded after the reply is released: poll (bounded) until they show it.
+    let grew = |text: &str| {
+        sample(text, "keel_interactions_total", &[r#"outcome="ok""#])
+            > sample(&before, "keel_interactions_total", &[r#"outcome="ok""#])
+    };
+    let mut text = metrics_text(&p).await;
+    for _ in 0..200 {
+        if grew(&text) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        text = metrics_text(&p).await;
+    }
+    let up = format!(r#"upstream="{upstream}""#);
+    for (name, labels, want) in [
+        (
+            "keel_upstream_attempts_total",
+            vec![up.as_str(), r#"result="status_5xx""#],
+            1.0,
+        ),
+        (
+            "keel_upstream_attempts_total",
+            vec![up.as_str(), r#"result="ok""#],
+            1.0,
+        ),
+        (
+            "keel_upstream_errors_total",
+            vec![up.as_str(), r#"kind="status_5xx""#],
+            1.0,
+        ),
+        (
+            "keel_upstream_duration_seconds_count",
+            vec![up.as_str()],
+            2.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, name, &labels),
+            want,
+            "{name} {labels:?}\n{text}"
         );
+    }
+    for (name, labels) in [
+        ("keel_http_requests_total", chat_ok.to_vec()),
+        ("keel_interactions_total", vec![r#"outcome="ok""#]),
+    ] {
+        let delta = sample(&text, name, &labels) - sample(&before, name, &labels);
+        assert!(delta >= 1.0, "{name} {labels:?} grew by {delta}\n{text}");
+    }
+    for name in [
+        "keel_http_request_duration_seconds_bucket",
+        "keel_store_batch_events_bucket",
+    ] {
+        assert!(text.contains(name), "metric {name} missing from /metrics");
     }
 }

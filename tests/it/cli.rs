@@ -99,9 +99,10 @@ async fn keys_create_list_revoke_and_a_running_server_obeys() {
         "{}",
         String::from_utf8_lossy(&rev.stderr)
     );
-    // The running server refuses the revoked key within 1 s.
-    let revoked_at = std::time::Instant::now();
-    loop {
+    // The running server refuses the revoked key once its key refresh (every 250 ms) has run:
+    // polled against a generous deadline, no elapsed time asserted.
+    let mut refused = false;
+    for _ in 0..600 {
         let r = client()
             .post(p.url("/v1/chat/completions"))
             .bearer_auth(&token)
@@ -110,13 +111,22 @@ async fn keys_create_list_revoke_and_a_running_server_obeys() {
             .await
             .unwrap();
         if r.status() == 401 {
+            refused = true;
             break;
         }
-        assert!(
-            revoked_at.elapsed() < std::time::Duration::from_secs(1),
-            "still accepted after 1 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the revoked key was never refused");
+    // Refused on every later request too (the cache never brings it back).
+    for _ in 0..3 {
+        let r = client()
+            .post(p.url("/v1/chat/completions"))
+            .bearer_auth(&token)
+            .json(&json!({"model": "m", "messages": user("hi")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
     }
 
     let again = tokio::task::spawn_blocking(move || run(&["keys", "revoke", &key_id], &cfg))
@@ -310,8 +320,29 @@ fn drift_replay_prints_detection_indices_only() {
 
 #[test]
 fn the_example_config_is_the_readme_config() {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/keel.example.toml")).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/keel.example.toml")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // The README's block under "## Minimal config", line for line.
+    let section = readme
+        .split_once("## Minimal config")
+        .expect("README has a Minimal config section")
+        .1;
+    let block = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("a toml block in the Minimal config section")
+        .0;
+    // The example file is the block plus its leading comment lines (how to start it).
+    let body: String = example
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        body, block,
+        "keel.example.toml and README's minimal config differ"
+    );
     let cfg = keel_gateway::Config::from_toml_str(&example).unwrap();
     assert_eq!(cfg.upstreams[0].base_url, "http://127.0.0.1:11434/v1");
 }

@@ -78,6 +78,7 @@ async fn unreachable_upstream_falls_back() {
     };
     let gw = TestGateway::start(opts).await;
     let app = gw.key("acme", "app", None).await;
+    let reviewer = gw.key("acme", "reviewer", None).await;
     let resp = client()
         .post(format!("{}/v1/chat/completions", gw.url()))
         .bearer_auth(&app)
@@ -86,6 +87,17 @@ async fn unreachable_upstream_falls_back() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-keel-interaction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(good.request_count(), 1, "the second upstream served");
+    let (_, rec) = get_json(&format!("{}/api/interactions/{id}", gw.url()), &reviewer).await;
+    assert_eq!(rec["upstream"], "good", "{rec}");
+    assert_eq!(
+        rec["attempts"], 3,
+        "2 connect failures (1 + 1 retry), then 1: {rec}"
+    );
 }
 
 /// One fault → the status the client gets, the error code, and the recorded outcome.

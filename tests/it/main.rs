@@ -7,11 +7,14 @@
 mod api;
 mod bad_input;
 mod chat;
+mod claims;
 mod cli;
+mod demo_table;
 mod durability;
 mod facts;
 mod faults;
 mod fixture;
+mod knobs;
 mod learn;
 mod ledger;
 mod policy;

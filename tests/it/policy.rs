@@ -241,9 +241,10 @@ async fn a_new_version_activates_under_load_without_a_failed_request() {
         "{}",
         String::from_utf8_lossy(&activated.stderr)
     );
-    // Picked up by the running server within a second.
+    // Picked up by the running server at its next policy refresh (every 250 ms): polled
+    // against a generous deadline, no elapsed time asserted.
     let mut switched = false;
-    for _ in 0..20 {
+    for _ in 0..300 {
         let r = p
             .chat(json!({"model": "m", "messages": user("say the forbidden phrase")}))
             .await;
@@ -253,8 +254,19 @@ async fn a_new_version_activates_under_load_without_a_failed_request() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(switched, "the new version took effect within 2 s");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(switched, "the new version never took effect");
+    // Keep the load running across the switch: wait until it has served 20 more requests.
+    let at_switch = served.load(Ordering::SeqCst);
+    for _ in 0..600 {
+        if served.load(Ordering::SeqCst) >= at_switch + 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served.load(Ordering::SeqCst) >= at_switch + 20,
+        "load ran after the switch"
+    );
     stop.store(true, Ordering::SeqCst);
     for l in load {
         l.await.unwrap();

@@ -55,6 +55,7 @@ async fn sdk_python_auditor_verifies_without_keel() {
         .arg(script)
         .env("KEEL_ROOT_URL", p.gw.url())
         .env("KEEL_AUDITOR_KEY", &auditor)
+        .env("KEEL_APP_KEY", &p.app)
         .env("KEEL_INTERACTION_ID", &last)
         .output()
         .await
@@ -66,4 +67,13 @@ async fn sdk_python_auditor_verifies_without_keel() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("audit checks passed"), "{stdout}");
+    // "leaf I in tree N, consistent to M": the consistency proof spanned two sizes.
+    let sizes: Vec<u64> = stdout
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        matches!(sizes.as_slice(), [_, n, m] if m > n),
+        "checkpoints of different sizes: {stdout}"
+    );
 }

@@ -174,8 +174,16 @@ async fn alerts_wait_for_the_barrier_in_sim_mode() {
             assert_eq!(send("ja", i).await.status(), 200);
         }
     }
-    // Real time passes, but no timer drives the monitor in sim mode.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Real time passes, but no timer drives the monitor in sim mode: wait until the server's
+    // own timers have demonstrably run (its 250 ms key refresh noticed two revocations, longer
+    // than the monitor's 200 ms period outside sim mode), then look for alerts and state.
+    for round in 0..2 {
+        timers_ran(&s, round).await;
+    }
+    assert!(
+        s.p.gw.store.load_state("monitor").await.unwrap().is_none(),
+        "nothing saved a monitor state before the barrier"
+    );
     let errors = |v: &Value| {
         v["data"]
             .as_array()
@@ -201,6 +209,29 @@ async fn alerts_wait_for_the_barrier_in_sim_mode() {
     assert_eq!(errors(&after), 1, "{after}");
     let state = s.p.gw.store.load_state("monitor").await.unwrap();
     assert!(state.is_some(), "the barrier saved the monitor's state");
+}
+
+/// Returns once the server's background timer has run after this call: a fresh key is used
+/// (cached), revoked through the store, and polled until the key refresh drops it.
+async fn timers_ran(s: &Sim, round: usize) {
+    let name = format!("ticker-{round}");
+    let token = s.p.gw.key("acme", "reviewer", Some(&name)).await;
+    let (status, _) = get_json(&s.p.url("/api/alerts"), &token).await;
+    assert_eq!(status, 200);
+    let keys = s.p.gw.store.list_keys().await.unwrap();
+    let record = keys
+        .iter()
+        .find(|k| k.name.as_deref() == Some(name.as_str()))
+        .unwrap();
+    let revoke = keel_core::auth::revoke_key_event(record, "test", s.p.gw.clock.as_ref());
+    s.p.gw.store.append(vec![revoke]).await.unwrap();
+    for _ in 0..600 {
+        if get_json(&s.p.url("/api/alerts"), &token).await.0 == 401 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the key refresh never ran");
 }
 
 /// Sends the same 40 requests concurrently, in the given order, and returns the ids, sorted.

@@ -2,7 +2,9 @@
 
 Verifies a signed checkpoint with the published verifier key, recomputes one event's leaf hash
 from its header, salt and payload, and checks inclusion and consistency proofs (RFC 9162).
-Environment: KEEL_ROOT_URL, KEEL_AUDITOR_KEY, KEEL_INTERACTION_ID.
+Between the two checkpoints it sends chat requests with an app key, so the consistency proof
+spans two different tree sizes.
+Environment: KEEL_ROOT_URL, KEEL_AUDITOR_KEY, KEEL_APP_KEY, KEEL_INTERACTION_ID.
 """
 import base64
 import hashlib
@@ -23,6 +25,14 @@ def get(path, method="GET"):
     req = urllib.request.Request(ROOT + path, method=method, headers={"Authorization": f"Bearer {KEY}"})
     with urllib.request.urlopen(req) as r:
         return r.read().decode()
+
+
+def chat(text):
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]}).encode()
+    headers = {"Authorization": f"Bearer {os.environ['KEEL_APP_KEY']}", "Content-Type": "application/json"}
+    req = urllib.request.Request(ROOT + "/v1/chat/completions", data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(req) as r:
+        r.read()
 
 
 def sha256(*parts):
@@ -142,9 +152,12 @@ assert base64.b64encode(recomputed).decode() == leaf["leaf_hash"], "leaf hash di
 proof = json.loads(get(f"/api/ledger/proof/inclusion?index={index}&size={size1}"))
 assert verify_inclusion(recomputed, index, size1, [base64.b64decode(p) for p in proof["proof"]], root1), "inclusion proof fails"
 
-# A later checkpoint must be an append-only extension of the first.
+# A later checkpoint, after more events, must be an append-only extension of the first.
+for i in range(3):
+    chat(f"after the first checkpoint {i}")
 origin2, size2, root2 = verify_checkpoint(get("/api/ledger/checkpoint", method="POST"), vkey)
 assert origin1 == origin2
+assert size2 > size1, f"the second checkpoint must cover the new events ({size1} -> {size2})"
 cons = json.loads(get(f"/api/ledger/proof/consistency?from={size1}&to={size2}"))
 assert verify_consistency(size1, size2, root1, root2, [base64.b64decode(p) for p in cons["proof"]]), "consistency proof fails"
 
@@ -154,5 +167,8 @@ try:
     sys.exit("a forged checkpoint verified")
 except (InvalidSignature, AssertionError):
     pass
+
+# A consistency proof against a different (wrong) first root must fail.
+assert not verify_consistency(size1, size2, sha256(b"not the root"), root2, [base64.b64decode(p) for p in cons["proof"]]), "a wrong first root verified"
 
 print(f"audit checks passed: leaf {index} in tree {size1}, consistent to {size2}")

@@ -150,6 +150,25 @@ fn ci(root: &Path) -> Result<()> {
         p.run("release", || {
             run(cargo().args(["build", "--release", "--bin", "keel"]))
         })?;
+        // The demo's table in docs/scenarios.md against the release build's `keel demo`.
+        p.run("demo-table", || {
+            let mut cmd = cargo();
+            if nextest {
+                cmd.args([
+                    "nextest",
+                    "run",
+                    "--test",
+                    "it",
+                    "--run-ignored",
+                    "only",
+                    "-E",
+                    "test(demo_table)",
+                ]);
+            } else {
+                cmd.args(["test", "--test", "it", "demo_table", "--", "--ignored"]);
+            }
+            run(cmd.env("KEEL_DEMO_BIN", root.join("target/release/keel")))
+        })?;
         Ok(())
     })();
     p.summary();

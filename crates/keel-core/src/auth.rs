@@ -117,8 +117,12 @@ mod tests {
         let a = new_token();
         assert_eq!(a.len(), 5 + 64);
         assert_ne!(a, new_token());
-        assert_eq!(hash_token("x"), hash_token("x"));
-        assert_eq!(hash_token("abc").len(), 64);
+        // FIPS 180-2's SHA-256 example ("abc"), hex: the stored hash is plain SHA-256 of the token.
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(hash_token(&a), hash_token(&new_token()));
     }
 
     #[test]

@@ -498,3 +498,6 @@ fn categories_are_capped() {
     .unwrap();
     assert_eq!(m.labels().count(), 4);
 }
+
+#[cfg(test)]
+mod paraphrased;

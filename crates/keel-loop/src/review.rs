@@ -534,7 +534,13 @@ mod tests {
         let ids: Vec<String> = (0..20_000).map(|i| format!("ix_{i:08}")).collect();
         let n = ids.iter().filter(|id| sampled(id, 0.01)).count();
         assert!((120..=280).contains(&n), "{n}");
-        assert!(ids.iter().all(|id| sampled(id, 0.01) == sampled(id, 0.01)));
+        // The decision is FNV-1a 64 of the id, top 53 bits as u in [0, 1): published FNV-1a
+        // vectors give "a" = 0xaf63dc4c8601ec8c (u = 0.68512) and "foobar" =
+        // 0x85944171f73967e8 (u = 0.52179), so each is sampled exactly at rates above its u.
+        for (id, u) in [("a", 0.685_117_500_956), ("foobar", 0.521_793_451_618)] {
+            assert!(sampled(id, u + 1e-9), "{id} at {}", u + 1e-9);
+            assert!(!sampled(id, u - 1e-9), "{id} at {}", u - 1e-9);
+        }
         assert!(!sampled("ix_1", 0.0));
         assert!(sampled("ix_1", 1.0));
         assert!(!sampled("ix_1", f64::NAN));

@@ -25,7 +25,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -208,6 +208,16 @@ impl Script {
     }
 }
 
+/// What the mock saw of one counted chat request besides its body (recorded even
+/// [`Script::without_recording`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// When the request's body had been read.
+    pub at: Instant,
+    /// The `Authorization` header, if any (e.g. `Bearer sk-…` from `api_key_env`).
+    pub authorization: Option<String>,
+}
+
 /// Starts mock upstreams.
 pub struct MockUpstream;
 
@@ -227,6 +237,7 @@ impl MockUpstream {
                 default: script.default,
             }),
             requests: Mutex::new(Vec::new()),
+            received: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
             record: script.record,
             models: script.models,
@@ -286,6 +297,11 @@ impl MockHandle {
         lock(&self.shared.requests).last().cloned()
     }
 
+    /// Arrival time and `Authorization` header of each counted chat request, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
     /// How many chat requests with a JSON object body arrived (recorded or not).
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::Relaxed)
@@ -322,6 +338,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     requests: Mutex<Vec<Value>>,
+    received: Mutex<Vec<Received>>,
     count: AtomicUsize,
     record: bool,
     models: Vec<String>,
@@ -425,6 +442,11 @@ async fn handle(
 }
 
 async fn chat(shared: &Shared, reset: &Notify, request: Request<Incoming>) -> Response<MockBody> {
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let bytes = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
@@ -449,6 +471,10 @@ async fn chat(shared: &Shared, reset: &Notify, request: Request<Incoming>) -> Re
                 None,
             ),
         };
+    lock(&shared.received).push(Received {
+        at: Instant::now(),
+        authorization,
+    });
     shared.count.fetch_add(1, Ordering::Relaxed);
     let params = match body.get("messages") {
         Some(Value::Array(messages)) => Some(Params::from_request(

@@ -8,19 +8,12 @@ use base64::Engine as _;
 use keel_ledger::{verify_consistency, verify_inclusion, MemoryTree};
 use serde::Deserialize;
 
+/// The vendored vectors (`tests/data/merkle`, see its README for source and licence).
 fn testdata_dir() -> PathBuf {
-    let dir = std::env::var_os("KEEL_MERKLE_TESTDATA").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/testdata/merkle"
-            ))
-        },
-        PathBuf::from,
-    );
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/merkle"));
     assert!(
         dir.is_dir(),
-        "Merkle conformance vectors not found at {} (set KEEL_MERKLE_TESTDATA): refusing to skip",
+        "Merkle conformance vectors not found at {}: refusing to skip",
         dir.display()
     );
     dir

@@ -778,7 +778,35 @@ mod tests {
         assert_eq!(r.reviews.agreement, Some(0.0));
         let text = table(&rows, &|ms| ms.to_string());
         assert!(text.lines().count() == 2, "{text}");
-        let cmp = compare(r, r);
-        assert_eq!(cmp["escalations"]["diff"], json!(0.0));
+        // CSAT's comparison interval, against values computed independently (Python's
+        // `statistics`): a = [5, 4, 4, 2] (sample sd 1.258306), b = [1, 2, 3] (sd 1.0);
+        // d = 1.75, se = sqrt(sa²/4 + sb²/3) = 0.853913, d ± 1.959964·se.
+        assert!(close(r.csat.sd.unwrap(), 1.258_306), "{:?}", r.csat.sd);
+        let b = KpiRow {
+            csat: Csat {
+                n: 3,
+                mean: Some(2.0),
+                sd: Some(1.0),
+                distribution: [1, 1, 1, 0, 0],
+            },
+            ..KpiRow::default()
+        };
+        let cmp = compare(r, &b);
+        let csat = &cmp["csat_mean"];
+        assert!(close(csat["diff"].as_f64().unwrap(), 1.75), "{csat}");
+        let ci = csat["ci95"].as_array().unwrap();
+        assert!(close(ci[0].as_f64().unwrap(), 0.076_362), "{csat}");
+        assert!(close(ci[1].as_f64().unwrap(), 3.423_638), "{csat}");
+        // One rating on a side: no interval.
+        let one = KpiRow {
+            csat: Csat {
+                n: 1,
+                mean: Some(2.0),
+                sd: None,
+                distribution: [0, 1, 0, 0, 0],
+            },
+            ..KpiRow::default()
+        };
+        assert_eq!(compare(r, &one)["csat_mean"]["ci95"], Value::Null);
     }
 }
