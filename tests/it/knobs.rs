@@ -204,7 +204,9 @@ async fn a_policy_route_reaches_the_named_upstream() {
     let r = client()
         .post(format!("{}/api/policies/{version}/activate", gw.url()))
         .bearer_auth(&admin)
-        .json(&json!({"tenant": "acme"}))
+        // A routing-only bundle lacks the default pack's protections (the floor, issue 25).
+        .json(&json!({"tenant": "acme", "allow_weaker_than_default": true,
+                      "reason": "routing test without the default pack"}))
         .send()
         .await
         .unwrap();
