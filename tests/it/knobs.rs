@@ -277,13 +277,18 @@ async fn retention_erases_payloads_older_than_payload_days() {
 }
 
 /// `keel audit erase ARGS --reason r` against the gateway's config; returns the count printed.
-fn erase(gw: &TestGateway, args: &[&str]) -> u64 {
-    let out = keel_bin()
-        .args(["audit", "erase"])
+/// Runs `keel audit erase ARGS` against the gateway's database. The subprocess runs off the test's
+/// runtime: blocking the runtime would freeze the in-process gateway, possibly inside an open write
+/// transaction, and the CLI would then wait out the busy timeout (seen as a flaky failure).
+async fn erase(gw: &TestGateway, args: &[&str]) -> u64 {
+    let mut cmd = keel_bin();
+    cmd.args(["audit", "erase"])
         .args(args)
         .args(["--reason", "knob test", "--config"])
-        .arg(&gw.config_path)
-        .output()
+        .arg(&gw.config_path);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
         .unwrap();
     assert!(
         out.status.success(),
@@ -328,16 +333,16 @@ async fn audit_erase_by_user_and_before_a_date() {
         async move { payload_kept(gw, auditor, reviewer, &id).await }
     };
 
-    assert_eq!(erase(&gw, &["--user", "alice"]), 2);
+    assert_eq!(erase(&gw, &["--user", "alice"]).await, 2);
     assert!(!kept(jan_alice.clone()).await && !kept(feb_alice.clone()).await);
     assert!(kept(jan_bob.clone()).await && kept(feb_bob.clone()).await);
 
     // Before mid-January: only bob's January interaction is left to erase.
-    assert_eq!(erase(&gw, &["--before", "2026-01-15"]), 1);
+    assert_eq!(erase(&gw, &["--before", "2026-01-15"]).await, 1);
     assert!(!kept(jan_bob).await);
     assert!(kept(feb_bob.clone()).await, "after the date: kept");
     assert_eq!(
-        erase(&gw, &["--before", "2026-01-15T00:00:00Z"]),
+        erase(&gw, &["--before", "2026-01-15T00:00:00Z"]).await,
         0,
         "nothing left"
     );
