@@ -266,22 +266,22 @@ async fn label_item(
     Ok(format!("{id}\t{}", label.verdict))
 }
 
-pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
+pub async fn kpis(args: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
     let now = clock.now_ms();
-    let to = match &a.to {
+    let to = match &args.to {
         Some(t) => time(t, now)?,
         None => now,
     };
-    let from = time(&a.from, now)?;
+    let from = time(&args.from, now)?;
     if from >= to {
         bail!("--from must be before --to");
     }
     let bucket_ms =
-        kpi::parse_bucket(&a.bucket).context("--bucket: none, hour, day, week or <n>m|h|d")?;
-    let group_by = kpis::parse_group_by(a.group_by.as_deref()).context(
+        kpi::parse_bucket(&args.bucket).context("--bucket: none, hour, day, week or <n>m|h|d")?;
+    let group_by = kpis::parse_group_by(args.group_by.as_deref()).context(
         "--group-by: a comma list of tenant, locale, jurisdiction, policy_version, topic",
     )?;
-    let config = load(&a.config)?;
+    let config = load(&args.config)?;
     let store = open_store(&config).await?;
     let q = KpiQuery {
         from_ms: from,
@@ -290,12 +290,12 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
         group_by,
         now_ms: now,
     };
-    let result = kpis_inner(store.as_ref(), &a, &q).await;
+    let result = kpis_inner(store.as_ref(), &args, &q).await;
     let learned = keel_service::learn::status(store.as_ref(), &config.learn).await;
     store.close().await;
     let (rows, comparison) = result?;
     let learned = learned?;
-    if a.json {
+    if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
@@ -352,15 +352,15 @@ pub async fn kpis(a: KpisArgs, clock: Arc<dyn Clock>) -> Result<()> {
 
 async fn kpis_inner(
     store: &dyn Store,
-    a: &KpisArgs,
+    args: &KpisArgs,
     q: &KpiQuery,
 ) -> Result<(Vec<KpiRow>, Option<Value>)> {
-    let compare = if let (Some(cf), Some(ct)) = (&a.compare_from, &a.compare_to) {
+    let compare = if let (Some(cf), Some(ct)) = (&args.compare_from, &args.compare_to) {
         Some(Comparison::Period {
             from_ms: time(cf, q.now_ms)?,
             to_ms: time(ct, q.now_ms)?,
         })
-    } else if let Some(pair) = &a.compare_policies {
+    } else if let Some(pair) = &args.compare_policies {
         let (va, vb) = pair
             .split_once(',')
             .context("--compare-policies: expected A,B")?;
@@ -371,7 +371,7 @@ async fn kpis_inner(
     } else {
         None
     };
-    let tenant = a.tenant.as_deref();
+    let tenant = args.tenant.as_deref();
     let r = kpis::report(store, &cli_operator(), tenant, q, compare.as_ref()).await?;
     Ok((r.rows, r.comparison))
 }
@@ -424,33 +424,33 @@ impl Redactor {
 }
 
 pub async fn export(verb: ExportVerb, clock: Arc<dyn Clock>) -> Result<()> {
-    let (format, a) = match verb {
-        ExportVerb::Sft(a) => ("sft", a),
-        ExportVerb::Dpo(a) => ("dpo", a),
+    let (format, args) = match verb {
+        ExportVerb::Sft(args) => ("sft", args),
+        ExportVerb::Dpo(args) => ("dpo", args),
     };
     let now = clock.now_ms();
     let filter = ExportFilter {
-        from_ms: a.from.as_deref().map(|s| time(s, now)).transpose()?,
-        to_ms: a.to.as_deref().map(|s| time(s, now)).transpose()?,
-        category: a.category.clone(),
-        tenant: a.tenant.clone(),
-        locale: a.locale.clone(),
-        jurisdiction: a.jurisdiction.clone(),
+        from_ms: args.from.as_deref().map(|s| time(s, now)).transpose()?,
+        to_ms: args.to.as_deref().map(|s| time(s, now)).transpose()?,
+        category: args.category.clone(),
+        tenant: args.tenant.clone(),
+        locale: args.locale.clone(),
+        jurisdiction: args.jurisdiction.clone(),
     };
-    let config = load(&a.config)?;
+    let config = load(&args.config)?;
     let store = open_store(&config).await?;
-    let result = export_inner(store.as_ref(), format, &a, &filter, clock.as_ref()).await;
+    let result = export_inner(store.as_ref(), format, &args, &filter, clock.as_ref()).await;
     store.close().await;
     let (sha, lines) = result?;
-    eprintln!("wrote {lines} {format} lines to {}", a.out.display());
-    println!("{sha}  {}", a.out.display());
+    eprintln!("wrote {lines} {format} lines to {}", args.out.display());
+    println!("{sha}  {}", args.out.display());
     Ok(())
 }
 
 async fn export_inner(
     store: &dyn Store,
     format: &str,
-    a: &ExportArgs,
+    args: &ExportArgs,
     filter: &ExportFilter,
     clock: &dyn Clock,
 ) -> Result<(String, usize)> {
@@ -515,8 +515,8 @@ async fn export_inner(
         }
     }
     let sha = hex::encode(Sha256::digest(&out));
-    let mut f = std::fs::File::create(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut f = std::fs::File::create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     f.write_all(&out)?;
     f.sync_all()?;
     store
@@ -530,7 +530,7 @@ async fn export_inner(
             at_ms: clock.now_ms(),
             payload: json!({
                 "format": format,
-                "file": a.out.display().to_string(),
+                "file": args.out.display().to_string(),
                 "sha256": sha,
                 "lines": lines,
                 "filters": {"from_ms": filter.from_ms, "to_ms": filter.to_ms, "category": filter.category,

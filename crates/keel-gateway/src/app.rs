@@ -33,7 +33,7 @@ pub struct AppState {
     /// The active policies.
     pub policies: Arc<crate::policy::PolicyRuntime>,
     /// The learned monitor: the scorer the request path reads, the model the worker trains.
-    pub learned: Arc<crate::learn::Learned>,
+    pub learned: Arc<crate::learn::LearnedMonitor>,
     /// Signs ledger checkpoints.
     pub signer: Arc<keel_audit::LedgerSigner>,
     /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
@@ -56,7 +56,7 @@ impl AppState {
             &config.ledger.origin,
         )
         .map_err(|e| GatewayError::Config(e.to_string()))?;
-        let learned = Arc::new(crate::learn::Learned::default());
+        let learned = Arc::new(crate::learn::LearnedMonitor::default());
         Ok(Self {
             keys: Arc::new(crate::auth::KeyCache::default()),
             policies: Arc::new(crate::policy::PolicyRuntime::new(learned.clone())?),

@@ -15,16 +15,16 @@ use crate::error::GatewayError;
 use keel_service::ServiceError;
 
 /// Shared between the worker (which trains) and the request path (which scores).
-pub struct Learned {
+pub struct LearnedMonitor {
     scorer: RwLock<Arc<Scorer>>,
     /// [`status_json`] of the model last published (`null` before the first).
     status: RwLock<Value>,
     trainer: tokio::sync::Mutex<Option<Model>>,
 }
 
-impl Default for Learned {
+impl Default for LearnedMonitor {
     fn default() -> Self {
-        Learned {
+        LearnedMonitor {
             scorer: RwLock::new(Arc::new(Scorer::empty())),
             status: RwLock::new(Value::Null),
             trainer: tokio::sync::Mutex::new(None),
@@ -32,7 +32,7 @@ impl Default for Learned {
     }
 }
 
-impl Learned {
+impl LearnedMonitor {
     /// The current scorer snapshot.
     pub fn scorer(&self) -> Arc<Scorer> {
         match self.scorer.read() {
@@ -79,7 +79,7 @@ impl Learned {
     }
 }
 
-impl keel_policy::learned::LearnedScorer for Learned {
+impl keel_policy::learned::LearnedScorer for LearnedMonitor {
     fn scores(&self, text: &str) -> Vec<(String, Option<f64>)> {
         self.scorer()
             .score(text)

@@ -47,7 +47,7 @@ pub struct PolicyRuntime {
     active: RwLock<Arc<Active>>,
     compiled: Mutex<HashMap<String, Arc<Policy>>>,
     facts: Arc<SharedFacts>,
-    learned: Arc<crate::learn::Learned>,
+    learned: Arc<crate::learn::LearnedMonitor>,
     /// (count, last seq) of the `FactSet` events the index was built from.
     facts_seen: Mutex<(i64, i64)>,
 }
@@ -55,7 +55,7 @@ pub struct PolicyRuntime {
 impl PolicyRuntime {
     /// Starts with the embedded default pack active. Every compiled policy reads
     /// `signals.learned` from `learned`.
-    pub fn new(learned: Arc<crate::learn::Learned>) -> Result<Self, GatewayError> {
+    pub fn new(learned: Arc<crate::learn::LearnedMonitor>) -> Result<Self, GatewayError> {
         let mut default = Policy::default_pack()
             .map_err(|e| GatewayError::Config(format!("the embedded default policy pack: {e}")))?;
         let facts = Arc::new(SharedFacts::new());

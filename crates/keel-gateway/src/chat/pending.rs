@@ -36,7 +36,7 @@ pub struct Pending {
     pub upstream_text: Option<Vec<String>>,
     /// The audit sample rate of this interaction's segment.
     sample_rate: f64,
-    learned: Arc<crate::learn::Learned>,
+    learned: Arc<crate::learn::LearnedMonitor>,
 }
 
 struct Draft {
