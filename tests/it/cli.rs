@@ -183,6 +183,51 @@ fn unknown_config_keys_name_the_key_and_the_file() {
 }
 
 #[test]
+fn keel_key_exported_does_not_break_config_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("keel.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n", dir.path().display())).unwrap();
+    let out = keel_bin()
+        .args(["keys", "list"])
+        .env("KEEL_CONFIG", &cfg)
+        .env("KEEL_KEY", "kl_not_a_config_key")
+        .env("KEEL_API_KEY", "kl_not_a_config_key")
+        .env("KEEL_SERVER", "http://127.0.0.1:1")
+        .env("KEEL_UNRELATED_SCRIPT_VAR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `KEEL_*` variable a CLI flag reads is reserved, so it can never be taken for a config key.
+#[test]
+fn cli_environment_variables_never_collide_with_config_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        for part in text.split("env = \"").skip(1) {
+            let name: String = part.chars().take_while(|c| *c != '"').collect();
+            if name.starts_with("KEEL_") {
+                seen.push(name);
+            }
+        }
+    }
+    assert!(seen.iter().any(|n| n == "KEEL_KEY"), "{seen:?}");
+    for name in seen {
+        assert!(
+            keel_gateway::config::RESERVED_ENV.contains(&name.as_str()),
+            "{name} is read by the CLI but not in RESERVED_ENV"
+        );
+        assert!(!keel_gateway::config::is_config_env(&name), "{name}");
+    }
+}
+
+#[test]
 fn env_overrides_nested_keys_but_not_keel_config_or_log() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("keel.toml");

@@ -1,7 +1,9 @@
 //! Configuration: one TOML file, nested keys overridable as `KEEL_SECTION__KEY`.
 //!
-//! Unknown keys are errors that name the key and the file. `KEEL_CONFIG` (the file's path) and
-//! `KEEL_LOG` (the log filter) are read by the binary and are not config keys.
+//! Unknown keys are errors that name the key and the file. Only `KEEL_<SECTION>__<KEY>` (and the
+//! top-level `KEEL_LISTEN`, `KEEL_DATA_DIR`) are config overrides; the variables the binary reads
+//! itself ([`RESERVED_ENV`]: `KEEL_CONFIG`, `KEEL_LOG`, `KEEL_KEY`, `KEEL_API_KEY`,
+//! `KEEL_SERVER`) and any other `KEEL_*` variable are never config keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -341,6 +343,34 @@ fn default_grace_ms() -> u64 {
     10_000
 }
 
+/// `KEEL_*` variables the binary (or a script around it) reads itself: never config keys.
+pub const RESERVED_ENV: &[&str] = &[
+    "KEEL_CONFIG",
+    "KEEL_LOG",
+    "KEEL_KEY",
+    "KEEL_API_KEY",
+    "KEEL_SERVER",
+];
+
+/// Top-level config keys that may be overridden without a section.
+const TOP_LEVEL_ENV: &[&str] = &["LISTEN", "DATA_DIR"];
+
+/// Whether the environment variable `name` (e.g. `KEEL_STORAGE__URL`) is a config override:
+/// `KEEL_<SECTION>__<KEY>` or a top-level key, never a reserved variable.
+pub fn is_config_env(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    let Some(key) = upper.strip_prefix("KEEL_") else {
+        return false;
+    };
+    if RESERVED_ENV.contains(&upper.as_str()) {
+        return false;
+    }
+    let sectioned = key
+        .split_once("__")
+        .is_some_and(|(section, rest)| !section.is_empty() && !rest.is_empty());
+    sectioned || TOP_LEVEL_ENV.contains(&key)
+}
+
 impl Config {
     /// Loads `path`, then applies `KEEL_SECTION__KEY` overrides from the environment.
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
@@ -352,8 +382,8 @@ impl Config {
         }
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(
             Env::prefixed("KEEL_")
-                .split("__")
-                .ignore(&["CONFIG", "LOG"]),
+                .filter(|key| is_config_env(&format!("KEEL_{key}")))
+                .split("__"),
         );
         Self::from_figment(figment, &path.display().to_string())
     }
@@ -408,6 +438,37 @@ impl Config {
         match &self.storage.url {
             Some(u) => u.clone(),
             None => format!("sqlite://{}", self.data_dir.join("keel.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_config_env;
+
+    fn check(name: &str, expected: bool) {
+        assert_eq!(is_config_env(name), expected, "{name}");
+    }
+
+    #[test]
+    fn only_sectioned_and_top_level_keel_variables_are_config_keys() {
+        for (name, expected) in [
+            ("KEEL_STORAGE__URL", true),
+            ("KEEL_STORAGE__DURABILITY", true),
+            ("keel_server__max_body_bytes", true),
+            ("KEEL_DATA_DIR", true),
+            ("KEEL_LISTEN", true),
+            ("KEEL_CONFIG", false),
+            ("KEEL_LOG", false),
+            ("KEEL_KEY", false),
+            ("KEEL_API_KEY", false),
+            ("KEEL_SERVER", false),
+            ("KEEL_SOMETHING_ELSE", false),
+            ("KEEL___URL", false),
+            ("KEEL_STORAGE__", false),
+            ("OTHER_STORAGE__URL", false),
+        ] {
+            check(name, expected);
         }
     }
 }
