@@ -51,9 +51,21 @@ pub(crate) struct ConfigArg {
 }
 
 #[derive(Subcommand)]
+enum ConfigVerb {
+    /// Validate FILE and print the effective config (secrets masked).
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
+    /// Config files: `check FILE` validates it (with `KEEL_<SECTION>__<KEY>` overrides) and prints
+    /// the effective config with secrets masked; a bad file exits non-zero naming the key.
+    Config {
+        #[command(subcommand)]
+        verb: ConfigVerb,
+    },
     /// Create, list and revoke API keys.
     Keys {
         #[command(subcommand)]
@@ -504,6 +516,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Kpis(args) => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             review::kpis(args, clock).await
+        }
+        Command::Config {
+            verb: ConfigVerb::Check { file },
+        } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            let config = keel_gateway::Config::load(&file)?;
+            print!("{}", config.effective_toml()?);
+            Ok(())
         }
         Command::Interactions { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));

@@ -524,3 +524,47 @@ async fn interactions_list_and_show_from_the_cli() {
         assert!(readme.contains(needle), "README lacks {needle}");
     }
 }
+
+#[test]
+fn config_check_prints_the_effective_config_masked_and_names_a_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("keel.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "data_dir = \"{}\"\n[storage]\nurl = \"postgres://keel:hunter2@db/keel\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = keel_bin()
+        .args(["config", "check"])
+        .arg(&good)
+        .env("KEEL_STORAGE__DURABILITY", "async")
+        .env("KEEL_KEY", "kl_whatever")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("postgres://keel:***@db/keel"), "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("durability = \"async\""), "{stdout}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[storage]\ndurabilty = \"durable\"\n").unwrap();
+    let out = keel_bin()
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("storage.durabilty") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+}

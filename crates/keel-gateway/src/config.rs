@@ -433,6 +433,15 @@ impl Config {
         Ok(())
     }
 
+    /// The effective config as TOML, with secrets masked (a password in `storage.url`), for
+    /// `keel config check`.
+    pub fn effective_toml(&self) -> Result<String, GatewayError> {
+        let mut shown = self.clone();
+        shown.storage.url = shown.storage.url.as_deref().map(mask_url_password);
+        toml::to_string_pretty(&shown)
+            .map_err(|e| GatewayError::Config(format!("cannot print the config: {e}")))
+    }
+
     /// The storage URL, defaulting to `sqlite://<data_dir>/keel.db`.
     pub fn storage_url(&self) -> String {
         match &self.storage.url {
@@ -442,9 +451,44 @@ impl Config {
     }
 }
 
+/// `scheme://user:secret@host/…` → `scheme://user:***@host/…`; other URLs unchanged.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_config_env;
+    use super::{is_config_env, mask_url_password};
+
+    #[test]
+    fn passwords_in_storage_urls_are_masked() {
+        for (url, expected) in [
+            (
+                "postgres://keel:s3cret@db:5432/keel",
+                "postgres://keel:***@db:5432/keel",
+            ),
+            ("postgres://keel@db/keel", "postgres://keel@db/keel"),
+            (
+                "sqlite:///var/lib/keel/keel.db",
+                "sqlite:///var/lib/keel/keel.db",
+            ),
+            ("postgres://u:p@ss@h/d", "postgres://u:***@h/d"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(mask_url_password(url), expected, "{url}");
+        }
+    }
 
     fn check(name: &str, expected: bool) {
         assert_eq!(is_config_env(name), expected, "{name}");
