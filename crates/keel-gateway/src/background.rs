@@ -112,6 +112,7 @@ pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
+        &state.config.rollouts,
     )
     .await?;
     // An automatic step takes effect on this replica at once (others within a refresh tick).

@@ -219,6 +219,37 @@ pub fn promote(
     Ok(events)
 }
 
+/// Events that move a canary to its next analysis step (a higher percentage below 100; at
+/// 100 this is [`promote`]). The split is sticky, so everyone already in the canary stays.
+pub fn advance(
+    r: &Rollout,
+    percent: f64,
+    reason: &str,
+    actor: &str,
+    at_ms: i64,
+    extra: Option<Value>,
+) -> Result<Vec<NewEvent>, RolloutError> {
+    if percent >= 100.0 {
+        return promote(r, reason, actor, at_ms, extra);
+    }
+    need_reason(reason)?;
+    if !r.is_canary() {
+        return Err(RolloutError::Conflict(format!(
+            "rollout {} is {}; only a canary moves to its next step",
+            r.id, r.state
+        )));
+    }
+    if percent <= r.percent || percent.is_nan() {
+        return Err(RolloutError::Invalid(format!(
+            "a step raises the canary's share: {percent} % is not above {} %",
+            r.percent
+        )));
+    }
+    let mut a = r.clone();
+    a.percent = percent;
+    Ok(vec![changed(&a, reason, actor, at_ms, extra)])
+}
+
 /// Events that roll a rollout back: a canary stops (its scope is served as before); a promoted
 /// or active rollout gives the scope back to its baseline version.
 pub fn rollback(
