@@ -19,7 +19,8 @@ const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const FAST_GUARDS: &str =
     "[update]\ntwo_person_rule = true\nmin_samples_per_arm = 40\nmin_samples_rollback = 10\n\
 [update.guards.violation_rate]\nmargin = 0.2\n[update.guards.wrong_answer_rate]\nmargin = 0.2\n\
-[update.guards.csat]\nmargin = 0.2\n[update.guards.escalation_rate]\nmargin = 0.2\n";
+[update.guards.csat]\nmargin = 0.2\n[update.guards.escalation_rate]\nmargin = 0.2\n\
+[rollouts]\nanalysis_interval_ms = 0\n";
 
 struct Env {
     mock: MockHandle,
@@ -97,6 +98,14 @@ impl Env {
                 .unwrap_or_default()
                 .to_string(),
         )
+    }
+
+    /// 30 chats two simulated minutes apart.
+    async fn hour_of_traffic(&self, tag: &str) {
+        for i in 0..30 {
+            self.chat(&format!("{tag}-{i}")).await;
+            self.clock.advance_ms(120_000);
+        }
     }
 
     async fn record(&self, ix: &str) -> Value {
@@ -267,6 +276,7 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
     let (s, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker", "{r}");
     assert_eq!(r["proposal"], pid.as_str());
     let (_, pol) = e.get("/api/policies", &e.ada).await;
     assert_eq!(pol["active"][0]["version"], candidate.as_str(), "{pol}");
@@ -375,6 +385,55 @@ async fn the_split_is_deterministic_sticky_and_recorded() {
         )
         .await;
     assert_eq!(s, 409, "{v}");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_canary_at_low_traffic_walks_its_analysis_steps_without_an_operator() {
+    // A sample target far above this traffic: each step concludes at its maximum duration.
+    let cfg = "[update]\nmin_samples_per_arm = 1000\n\
+               [rollouts]\nsteps = [5, 25, 100]\nanalysis_interval_ms = 600000\nmax_duration_ms = 3600000\n";
+    let e = env(cfg, "hello there").await;
+    let v = e
+        .approved(json!({"kind": "rewrite", "from": "hello", "to": "hi"}))
+        .await;
+    let ro = e.rollout(&v, 5.0).await;
+    e.hour_of_traffic("a").await;
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(
+        (r["state"].as_str(), r["percent"].as_f64()),
+        (Some("canary"), Some(25.0)),
+        "{r}"
+    );
+    assert_eq!(r["promoted_by"], Value::Null);
+    e.hour_of_traffic("b").await;
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker");
+    let (_, h) = e.get("/api/policies/history", &e.ada).await;
+    let steps: Vec<(String, String, String)> = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "RolloutChanged")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap_or("").to_string(),
+                r["actor"].as_str().unwrap_or("").to_string(),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[1].0, "canary");
+    assert_eq!(steps[1].1, "system");
+    assert!(
+        steps[1].2.starts_with("automatic step to 25 %"),
+        "{steps:?}"
+    );
+    assert!(steps[1].2.contains("maximum"), "{steps:?}");
+    assert_eq!(steps[2].0, "promoted");
+    assert!(steps[2].2.starts_with("automatic promotion"), "{steps:?}");
     e.mock.shutdown().await;
 }
 

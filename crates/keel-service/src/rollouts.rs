@@ -254,9 +254,8 @@ pub async fn rollouts_catch_up(
             tracker.observe(ev, arm);
         }
         let now = clock.now_ms();
-        let analyses = |t: &Tracker| -> i64 {
-            t.rollouts.values().map(|r| r.last_analysis_ms).sum()
-        };
+        let analyses =
+            |t: &Tracker| -> i64 { t.rollouts.values().map(|r| r.last_analysis_ms).sum() };
         let before = analyses(&tracker);
         let steps = tracker.decide(cfg, plans, now);
         let analysed = analyses(&tracker) != before;

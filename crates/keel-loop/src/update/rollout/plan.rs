@@ -102,11 +102,7 @@ impl RolloutsConfig {
                 Ok(())
             }
         };
-        times(
-            self.analysis_interval_ms,
-            self.max_duration_ms,
-            "rollouts.",
-        )?;
+        times(self.analysis_interval_ms, self.max_duration_ms, "rollouts.")?;
         for (t, o) in &self.tenants {
             let at = format!("rollouts.tenants.{t}.");
             if let Some(s) = &o.steps {

@@ -219,7 +219,10 @@ fn a_regression_rolls_back_and_a_clean_canary_promotes() {
     assert_eq!(steps.len(), 1);
     assert!(!steps[0].promote, "{:?}", steps[0].evaluation);
     assert!(steps[0].evaluation.reason.contains("wrong_answer_rate"));
-    assert!(bad.decide(&cfg(), &plans(), 1_000).is_empty(), "decided once");
+    assert!(
+        bad.decide(&cfg(), &plans(), 1_000).is_empty(),
+        "decided once"
+    );
     let w = &bad.rollouts["ro_1"];
     assert_eq!(
         w.canary.wrong_answers, 100,
@@ -496,7 +499,10 @@ fn a_canary_walks_its_steps_and_a_tenant_override_applies() {
     let stepped = Rollout::from_payload(&ev[0].payload).unwrap();
     t.observe(&rollout_event(500, 1_000, &stepped), None);
     assert_eq!(t.rollouts["ro_1"].step_base, (100, 300));
-    assert!(t.decide(&cfg, &plans, 1_200).is_empty(), "no new samples yet");
+    assert!(
+        t.decide(&cfg, &plans, 1_200).is_empty(),
+        "no new samples yet"
+    );
     feed(&mut t, 600, 200);
     let steps = t.decide(&cfg, &plans, 1_300);
     assert_eq!(steps.len(), 1);

@@ -198,16 +198,15 @@ impl Tracker {
             }
             let plan = plans.plan_for(t.rollout.scope.tenant.as_deref(), cfg);
             let step = Self::progress(t, &plan, now_ms);
-            let e = evaluate(
-                &t.canary,
-                &t.baseline,
-                cfg,
-                &plan,
-                &step,
-                t.rollout.percent,
-            );
+            let e = evaluate(&t.canary, &t.baseline, cfg, &plan, &step, t.rollout.percent);
             if step.analysis_due {
-                t.last_analysis_ms = now_ms;
+                // Analyses fall on the step's own grid (start + k · interval).
+                let i = plan.analysis_interval_ms;
+                t.last_analysis_ms = if i > 0 {
+                    t.step_started_ms + (now_ms - t.step_started_ms).div_euclid(i) * i
+                } else {
+                    now_ms
+                };
             }
             let (promote, to_percent) = match (e.verdict.as_str(), e.next_percent) {
                 ("promote", _) => (true, 100.0),
