@@ -840,3 +840,65 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
     assert_eq!(l["data"], json!([]));
     e.mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fact_proposal_for_a_new_key_is_backtested_tenant_checked_and_waits_for_its_date() {
+    let e = env("", "Our plan costs 10 dollars.").await;
+    let acme_admin = e.gw.key("acme", "admin", Some("adam")).await;
+    // The first version of a key nobody registered (was a 422 "no fact … is registered").
+    let (s, own) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "acme.plan.price",
+                   "value": 12, "from": "plan price", "effective_from": "2026-02-01",
+                   "scope": {"tenants": ["acme"]}}, "reason": "new price list"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{own}");
+    assert_eq!(own["kind"], "fact");
+    assert_eq!(own["fact"]["kind"], "count");
+    let (s, global) = e
+        .post(
+            "/api/proposals",
+            &e.ada,
+            json!({"suggestion": {"kind": "fact_update", "fact": "shipping.days",
+                   "value": 3, "effective_from": "2025-01-01"}, "reason": "global",
+                   "tenant": "acme"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{global}");
+    assert_eq!(global["fact"]["scope"]["tenants"], Value::Null, "{global}");
+    // A fact proposal is backtested against the version in force with the fact added.
+    let (s, bt) = e
+        .post("/api/backtests", &e.ada, json!({"proposal": own["id"]}))
+        .await;
+    assert_eq!(s, 200, "{bt}");
+    assert!(bt["interactions"].is_u64(), "{bt}");
+    // A tenant's admin cannot write a global fact (issue 20 item 2), only its own tenant's.
+    let approve = |id: &Value| format!("/api/proposals/{}/approve", id.as_str().unwrap());
+    let (s, v) = e
+        .post(
+            &approve(&global["id"]),
+            &acme_admin,
+            json!({"reason": "mine?"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = e
+        .post(
+            &approve(&own["id"]),
+            &acme_admin,
+            json!({"reason": "agreed"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Approved before its date: registered, not yet in force.
+    let (_, now) = e.get("/api/facts?key=acme.plan.price", &e.ada).await;
+    assert_eq!(now["data"], json!([]), "{now}");
+    let (_, later) = e
+        .get("/api/facts?key=acme.plan.price&at=2026-02-02", &e.ada)
+        .await;
+    assert_eq!(later["data"][0]["fact"]["value"], 12, "{later}");
+    e.mock.shutdown().await;
+}

@@ -315,6 +315,23 @@ pub async fn approve_proposal(
     let mut version = None;
     if doc["kind"] == "fact" {
         let fact: keel_policy::Fact = serde_json::from_value(doc["fact"].clone())?;
+        // A tenant's admin writes only its own tenant's facts (never a global or another
+        // tenant's one), as `facts::set` does.
+        let owner = keel_loop::facts::fact_tenant(&fact);
+        if actor.tenant_filter().is_some() && (owner == GLOBAL_SCOPE || !actor.sees(owner)) {
+            return Err(ServiceError::Forbidden(format!(
+                "fact `{}` is scoped to {}; a key of tenant {} approves only facts scoped to \
+                 `tenants: [{}]`",
+                fact.key,
+                if owner == GLOBAL_SCOPE {
+                    "every tenant"
+                } else {
+                    owner
+                },
+                actor.tenant,
+                actor.tenant
+            )));
+        }
         let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
             .await?
             .into_iter()
