@@ -208,7 +208,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 proposal, reason, ..
             } => {
                 let doc =
-                    proposals::approve_proposal(s, c, &config.update, &proposal, &reason, &actor())
+                    proposals::approve_proposal(s, c, &config.update, &config.rollouts, &proposal, &reason, &actor())
                         .await?;
                 print_json(&doc)?;
             }

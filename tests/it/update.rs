@@ -800,6 +800,20 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
         )
         .await;
     assert_eq!(s, 200, "{a}");
+    // Approval starts the fact's canary; promoting it (here by hand) sets the fact.
+    let ro = a["rollout"]["id"].as_str().unwrap();
+    let (s, r) = e
+        .post(
+            &format!("/api/rollouts/{ro}/promote"),
+            &e.ada,
+            json!({"reason": "seen enough"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["promoted_by"].as_str().unwrap().starts_with("ada ("),
+        "{r}"
+    );
     let (s, h) = e.get("/api/facts/jp.consumption_tax/history", &e.ada).await;
     assert_eq!(s, 200);
     assert_eq!(h["data"].as_array().unwrap().len(), 2, "{h}");
@@ -814,12 +828,12 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
         .clone();
     assert_eq!(set["proposal"], id);
     assert_eq!(set["fact"]["value"], 10);
-    // Unknown keys and alerts are refused.
+    // A value no fact kind holds and alerts are refused.
     let (s, r) = e
         .post(
             "/api/proposals",
             &e.reviewer,
-            json!({"suggestion": {"kind": "fact_update", "fact": "nope", "value": 1,
+            json!({"suggestion": {"kind": "fact_update", "fact": "nope", "value": [1],
                                   "effective_from": "2019-10-01"}, "reason": "r"}),
         )
         .await;
@@ -893,6 +907,15 @@ async fn a_fact_proposal_for_a_new_key_is_backtested_tenant_checked_and_waits_fo
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    let ro = v["rollout"]["id"].as_str().unwrap();
+    let (s, r) = e
+        .post(
+            &format!("/api/rollouts/{ro}/promote"),
+            &acme_admin,
+            json!({"reason": "canary fine"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
     // Approved before its date: registered, not yet in force.
     let (_, now) = e.get("/api/facts?key=acme.plan.price", &e.ada).await;
     assert_eq!(now["data"], json!([]), "{now}");
@@ -900,5 +923,78 @@ async fn a_fact_proposal_for_a_new_key_is_backtested_tenant_checked_and_waits_fo
         .get("/api/facts?key=acme.plan.price&at=2026-02-02", &e.ada)
         .await;
     assert_eq!(later["data"][0]["fact"]["value"], 12, "{later}");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fact_update_corrects_the_canary_arm_only_until_its_promotion_sets_the_fact() {
+    let cfg = "[update]\nmin_samples_per_arm = 10\n\
+               [rollouts]\nsteps = [50, 100]\nanalysis_interval_ms = 0\nmax_duration_ms = 3600000\n";
+    let e = env(cfg, "The consumption tax is 8%.").await;
+    let (s, v) = e
+        .post(
+            "/api/facts",
+            &e.ada,
+            json!({"facts": [{"key": "tax", "kind": "percent", "value": 8,
+                   "effective_from": "2014-04-01", "subjects": {"en": ["consumption tax"]}}],
+                   "reason": "in force"}),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let (s, p) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "tax", "value": 10,
+                   "effective_from": "2025-01-01", "scope": {"tenants": ["acme"]}},
+                   "reason": "the rate went up"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, a) = e
+        .post(
+            &format!("/api/proposals/{pid}/approve"),
+            &e.ada,
+            json!({"reason": "agreed"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["rollout"]["state"], "canary", "{a}");
+    assert_eq!(a["rollout"]["percent"], 50.0);
+    let ro = a["rollout"]["id"].as_str().unwrap().to_string();
+    // Approved, not set: the registry still holds one version.
+    let (_, h) = e.get("/api/facts/tax/history", &e.ada).await;
+    assert_eq!(h["data"].as_array().unwrap().len(), 1, "{h}");
+    // Only the canary arm is corrected.
+    for i in 0..8 {
+        let conv = format!("f-{i}");
+        let (ix, text) = e.chat(&conv).await;
+        let canary = in_canary(&ro, &conv, 50.0);
+        let want = if canary {
+            "The consumption tax is 10%."
+        } else {
+            "The consumption tax is 8%."
+        };
+        assert_eq!(text, want, "{conv}");
+        let rec = e.record(&ix).await;
+        assert_eq!(rec["rollout"]["id"], ro.as_str());
+        assert_eq!(
+            rec["rollout"]["arm"],
+            if canary { "canary" } else { "baseline" }
+        );
+    }
+    // The worker promotes it (no guard shows harm) and the promotion sets the fact.
+    for i in 0..40 {
+        e.chat(&format!("g-{i}")).await;
+    }
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker");
+    let (_, h) = e.get("/api/facts/tax/history", &e.ada).await;
+    assert_eq!(h["data"].as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(h["data"][1]["fact"]["value"], 10);
+    let (_, text) = e.chat("after").await;
+    assert_eq!(text, "The consumption tax is 10%.");
     e.mock.shutdown().await;
 }

@@ -115,7 +115,9 @@ pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
         &state.config.rollouts,
     )
     .await?;
-    // An automatic step takes effect on this replica at once (others within a refresh tick).
+    // An automatic step takes effect on this replica at once (others within a refresh tick);
+    // a fact canary's promotion sets its fact.
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok(t.cursor)
 }

@@ -9,7 +9,7 @@ use keel_loop::review::Suggestion;
 use keel_loop::update::proposal::{
     self, check_approval, decided_event, Refusal, PROPOSAL_CREATED, PROPOSAL_DECIDED,
 };
-use keel_loop::update::rollout::UpdateConfig;
+use keel_loop::update::rollout::{RolloutScope, RolloutsConfig, UpdateConfig, FACT_VERSION_PREFIX};
 use keel_loop::update::{bundle_from_payload, published_event, GLOBAL_SCOPE};
 use keel_policy::{Bundle, Policy};
 use keel_store::Store;
@@ -279,11 +279,14 @@ pub async fn create_proposal(
 }
 
 /// Approves a proposal: a policy proposal publishes its candidate (not activated), a fact
-/// proposal sets the fact; with the two-person rule the approver must be another person.
+/// proposal starts its fact canary at the plan's first step (the fact is set when the canary
+/// is promoted; a plan without canary steps sets it at once); with the two-person rule the
+/// approver must be another person. A tenant's admin approves only its own tenant's facts.
 pub async fn approve_proposal(
     store: &dyn Store,
     clock: &dyn Clock,
     cfg: &UpdateConfig,
+    plans: &RolloutsConfig,
     id: &str,
     reason: &str,
     actor: &Actor,
@@ -312,6 +315,7 @@ pub async fn approve_proposal(
         doc["reason"].as_str().unwrap_or_default()
     );
     let mut events = Vec::new();
+    let mut rollout_events = Vec::new();
     let mut version = None;
     if doc["kind"] == "fact" {
         let fact: keel_policy::Fact = serde_json::from_value(doc["fact"].clone())?;
@@ -337,12 +341,50 @@ pub async fn approve_proposal(
             .into_iter()
             .map(|(_, f)| f)
             .collect();
-        let mut evs = keel_loop::facts::fact_set_events(&[fact], &existing, &why, &actor.who, now)
-            .map_err(|e| unprocessable(e.to_string()))?;
-        for e in &mut evs {
-            e.payload["proposal"] = json!(id);
+        let scope_tenant = (owner != GLOBAL_SCOPE).then(|| owner.to_string());
+        let plan = plans.plan_for(scope_tenant.as_deref(), cfg);
+        let first = plan.steps.first().copied().unwrap_or(100.0);
+        if first >= 100.0 {
+            // A plan without canary steps: the fact is set at once.
+            let mut evs =
+                keel_loop::facts::fact_set_events(&[fact], &existing, &why, &actor.who, now)
+                    .map_err(|e| unprocessable(e.to_string()))?;
+            for e in &mut evs {
+                e.payload["proposal"] = json!(id);
+            }
+            events.extend(evs);
+        } else {
+            // Checked now, set at promotion: the canary arm is served the fact meanwhile.
+            keel_loop::facts::fact_set_events(&[fact], &existing, &why, &actor.who, now)
+                .map_err(|e| unprocessable(e.to_string()))?;
+            let live: Vec<keel_loop::update::rollout::Rollout> = store
+                .rollouts()
+                .await?
+                .iter()
+                .filter(|r| r.state == "canary")
+                .map(crate::rollouts::rollout_of)
+                .collect();
+            let refs: Vec<&keel_loop::update::rollout::Rollout> = live.iter().collect();
+            let version = format!("{FACT_VERSION_PREFIX}{id}");
+            let evs = keel_loop::update::rollout::start(
+                &keel_loop::update::rollout::Start {
+                    id: &format!("ro_{}", id.trim_start_matches("pr_")),
+                    version: &version,
+                    baseline: None,
+                    percent: first,
+                    scope: RolloutScope {
+                        tenant: scope_tenant,
+                        locale: None,
+                    },
+                    reason: &format!("fact canary for {why}"),
+                    proposal: Some(id),
+                },
+                &refs,
+                &actor.who,
+                now,
+            )?;
+            rollout_events = evs;
         }
-        events.extend(evs);
     } else {
         let files: Vec<(String, String)> = doc["files"]
             .as_object()
@@ -380,8 +422,16 @@ pub async fn approve_proposal(
         )
         .map_err(|e| ServiceError::bad_param("reason", e.to_string()))?,
     );
+    let started = rollout_events
+        .first()
+        .and_then(|e| keel_loop::update::rollout::Rollout::from_payload(&e.payload));
+    events.extend(rollout_events);
     append_guarded(store, events).await?;
-    proposal_by_id(store, id, false).await
+    let mut out = proposal_by_id(store, id, false).await?;
+    if let Some(r) = started {
+        out["rollout"] = json!({"id": r.id, "state": r.state, "percent": r.percent});
+    }
+    Ok(out)
 }
 
 /// Rejects a pending proposal.

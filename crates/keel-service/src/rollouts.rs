@@ -205,13 +205,42 @@ pub async fn end_rollout(
     actor: &str,
 ) -> Result<Rollout, ServiceError> {
     let r = rollout_by_id(store, id).await?;
-    let events = if promote {
+    let mut events = if promote {
         rollout::promote(&r, reason, actor, clock.now_ms(), None)
     } else {
         rollout::rollback(&r, reason, actor, clock.now_ms(), None)
     }?;
+    if promote && r.is_fact() {
+        events.extend(fact_promotion(store, &r, reason, actor, clock.now_ms()).await?);
+    }
     append_guarded(store, events).await?;
     rollout_by_id(store, id).await
+}
+
+/// The `FactSet` a fact rollout's promotion appends: its proposal's fact version, checked
+/// against the registry as it is now (its effective dates kept: a date still ahead waits).
+pub async fn fact_promotion(
+    store: &dyn Store,
+    r: &Rollout,
+    reason: &str,
+    actor: &str,
+    now_ms: i64,
+) -> Result<Vec<NewEvent>, ServiceError> {
+    let pid = r.proposal.as_deref().unwrap_or_default();
+    let doc = crate::proposals::proposal_by_id(store, pid, false).await?;
+    let fact: keel_policy::Fact = serde_json::from_value(doc["fact"].clone())?;
+    let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
+        .await?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    let mut evs = keel_loop::facts::fact_set_events(&[fact], &existing, reason, actor, now_ms)
+        .map_err(|e| crate::error::unprocessable(e.to_string()))?;
+    for e in &mut evs {
+        e.payload["proposal"] = json!(pid);
+        e.payload["rollout"] = json!(r.id);
+    }
+    Ok(evs)
 }
 
 /// The worker's state key.
@@ -283,6 +312,18 @@ pub async fn rollouts_catch_up(
                 rollout::advance(&s.rollout, s.to_percent, &reason, "system", now, extra)
             } else {
                 rollout::rollback(&s.rollout, &reason, "system", now, extra)
+            };
+            let evs = match evs {
+                Ok(e) if s.rollout.is_fact() && s.promote && s.to_percent >= 100.0 => {
+                    match fact_promotion(store, &s.rollout, &reason, "system", now).await {
+                        Ok(f) => Ok(e.into_iter().chain(f).collect()),
+                        Err(err) => {
+                            tracing::warn!(rollout = %s.rollout.id, error = %err, "fact promotion refused");
+                            continue;
+                        }
+                    }
+                }
+                other => other,
             };
             match evs {
                 Ok(e) => drafts.extend(e),

@@ -191,6 +191,7 @@ async fn approve(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
+        &state.config.rollouts,
         &id,
         &body.reason,
         &Actor::from_key(&caller.0),
@@ -198,6 +199,7 @@ async fn approve(
     .await?;
     if doc["kind"] == "fact" {
         state.policies.refresh_facts(state.store.as_ref()).await?;
+        state.policies.refresh(state.store.as_ref()).await?;
     }
     Ok(Json(doc).into_response())
 }

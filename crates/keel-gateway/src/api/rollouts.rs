@@ -81,6 +81,7 @@ async fn catch_up(state: &AppState) -> Result<keel_loop::update::rollout::Tracke
         &state.config.rollouts,
     )
     .await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok(tracker)
 }
@@ -238,6 +239,7 @@ async fn step(
         &caller.0.actor(),
     )
     .await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     let row = rollouts::rollout_row(state.store.as_ref(), &r.id).await?;
     let mut v = json!(r);
