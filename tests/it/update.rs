@@ -100,6 +100,37 @@ impl Env {
         )
     }
 
+    /// A reported reply's review item, labelled by the reviewer with `suggestion`.
+    async fn reviewed(&self, conv: &str, suggestion: Value) -> String {
+        let (ix, _) = self.chat(conv).await;
+        let (s, fb) = self
+            .post(
+                "/v1/feedback",
+                &self.app,
+                json!({"interaction_id": ix, "wrong_answer": true}),
+            )
+            .await;
+        assert_eq!(s, 201, "{fb}");
+        let item = fb["review_item"].as_str().unwrap().to_string();
+        let (s, v) = self
+            .post(
+                &format!("/api/reviews/{item}/claim"),
+                &self.reviewer,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = self
+            .post(
+                &format!("/api/reviews/{item}/label"),
+                &self.reviewer,
+                json!({"verdict": "wrong_answer", "suggestion": suggestion}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        item
+    }
+
     /// 30 chats two simulated minutes apart.
     async fn hour_of_traffic(&self, tag: &str) {
         for i in 0..30 {
@@ -996,5 +1027,96 @@ async fn a_fact_update_corrects_the_canary_arm_only_until_its_promotion_sets_the
     assert_eq!(h["data"][1]["fact"]["value"], 10);
     let (_, text) = e.chat("after").await;
     assert_eq!(text, "The consumption tax is 10%.");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_reviews_drafts_one_merged_proposal_and_a_conflicting_change_is_refused() {
+    let e = env("[update]\nauto = false\n", "Acme Corp sells Widgets.").await;
+    let rewrite = json!({"kind": "rewrite", "from": "Acme Corp", "to": "ACME"});
+    let r1 = e.reviewed("b-1", rewrite.clone()).await;
+    let r2 = e.reviewed("b-2", rewrite.clone()).await;
+    let r3 = e
+        .reviewed(
+            "b-3",
+            json!({"kind": "rewrite", "from": "Widgets", "to": "Gadgets"}),
+        )
+        .await;
+    let (s, p) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"from_reviews": [r1, r2, r3], "reason": "brand and product names"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(p["kind"], "policy");
+    assert_eq!(p["suggestions"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["rules"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["source"]["reviews"], json!([r1, r2, r3]));
+    assert_eq!(
+        p["source"]["merged"][0]["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "identical suggestions merged, both reviews kept"
+    );
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, a) = e
+        .post(
+            &format!("/api/proposals/{pid}/approve"),
+            &e.ada,
+            json!({"reason": "ok"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let v = a["version"].as_str().unwrap().to_string();
+    let ro = e.rollout(&v, 50.0).await;
+    // One candidate serves both fixes on the canary arm.
+    let conv = (0..40)
+        .map(|i| format!("k-{i}"))
+        .find(|c| in_canary(&ro, c, 50.0))
+        .unwrap();
+    let (_, text) = e.chat(&conv).await;
+    assert_eq!(text, "ACME sells Gadgets.");
+    // A second change to a term the live canary changes, in an overlapping scope: 409.
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "lexicon_term", "from": "acme corp",
+                   "scope": {"locales": ["en-US"]}}, "reason": "block it"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{c}");
+    let msg = c["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&ro) && msg.contains(&pid), "{msg}");
+    // Another term, or the same term elsewhere, is fine.
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "lexicon_term", "from": "acme corp",
+                   "scope": {"locales": ["ja"]}}, "reason": "elsewhere"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    // A batch mixing a fact update and a policy change is refused.
+    let r4 = e
+        .reviewed(
+            "b-4",
+            json!({"kind": "fact_update", "fact": "price", "value": 3,
+                                "effective_from": "2026-01-01"}),
+        )
+        .await;
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"from_reviews": [r3, r4]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{c}");
     e.mock.shutdown().await;
 }

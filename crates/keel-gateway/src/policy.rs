@@ -46,7 +46,7 @@ struct Overlay {
 /// A fact canary's own facts index: the registry plus its proposed version.
 struct FactArm {
     facts: Arc<SharedFacts>,
-    fact: keel_policy::Fact,
+    proposed: Vec<keel_policy::Fact>,
 }
 
 /// The rollout arm that served a request: `(rollout id, "canary" | "baseline")`.
@@ -120,7 +120,7 @@ impl PolicyRuntime {
     /// A fact canary's index: the registry with its proposed version added.
     fn fill_arm(arm: &FactArm, registry: &[keel_policy::Fact]) -> Result<(), GatewayError> {
         let mut all = registry.to_vec();
-        all.push(arm.fact.clone());
+        all.extend(arm.proposed.iter().cloned());
         let index =
             keel_loop::facts::index(all).map_err(|e| GatewayError::Internal(e.to_string()))?;
         arm.facts.set(Arc::new(index));
@@ -285,13 +285,16 @@ impl PolicyRuntime {
                 return Ok(None);
             }
         };
-        let Some(fact) = keel_loop::facts::fact_from_value(&doc["fact"]) else {
-            tracing::error!(rollout = %r.id, "fact canary: the proposal holds no fact");
-            return Ok(None);
+        let proposed = match keel_service::proposals::proposal_facts(&doc) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(rollout = %r.id, error = %e, "fact canary: the proposal holds no fact");
+                return Ok(None);
+            }
         };
         let arm = FactArm {
             facts: Arc::new(SharedFacts::new()),
-            fact,
+            proposed,
         };
         Self::fill_arm(&arm, &Self::registry(store).await?)?;
         let mut versions: Vec<String> = std::iter::once(self.default.version().to_string())

@@ -47,13 +47,13 @@ pub async fn compile_candidate(
 async fn fact_of_proposal(
     store: &dyn Store,
     proposal: Option<&str>,
-) -> Result<Option<keel_policy::Fact>, ServiceError> {
+) -> Result<Option<Vec<keel_policy::Fact>>, ServiceError> {
     let Some(id) = proposal else { return Ok(None) };
     let doc = proposal_by_id(store, id, false).await?;
     if doc["kind"] != "fact" {
         return Ok(None);
     }
-    Ok(Some(serde_json::from_value(doc["fact"].clone())?))
+    Ok(Some(crate::proposals::proposal_facts(&doc)?))
 }
 
 /// The candidate bundle of a proposal or a published version.
@@ -191,7 +191,7 @@ pub async fn backtest(
             .into_iter()
             .map(|(_, f)| f)
             .collect();
-        all.push(fact);
+        all.extend(fact);
         let shared = SharedFacts::new();
         shared.set(Arc::new(keel_loop::facts::index(all)?));
         let candidate = compile_candidate(store, &base, Some(Arc::new(shared))).await?;

@@ -228,13 +228,13 @@ pub async fn fact_promotion(
 ) -> Result<Vec<NewEvent>, ServiceError> {
     let pid = r.proposal.as_deref().unwrap_or_default();
     let doc = crate::proposals::proposal_by_id(store, pid, false).await?;
-    let fact: keel_policy::Fact = serde_json::from_value(doc["fact"].clone())?;
+    let facts = crate::proposals::proposal_facts(&doc)?;
     let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
         .await?
         .into_iter()
         .map(|(_, f)| f)
         .collect();
-    let mut evs = keel_loop::facts::fact_set_events(&[fact], &existing, reason, actor, now_ms)
+    let mut evs = keel_loop::facts::fact_set_events(&facts, &existing, reason, actor, now_ms)
         .map_err(|e| crate::error::unprocessable(e.to_string()))?;
     for e in &mut evs {
         e.payload["proposal"] = json!(pid);
