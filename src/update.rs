@@ -81,7 +81,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 println!("{} {}", r.id, r.state);
             }
             PolicyVerb::Rollouts { json, .. } => {
-                let tracker = rollouts::rollouts_catch_up(s, c, &config.update).await?;
+                let tracker = rollouts::rollouts_catch_up(s, c, &config.update, &config.rollouts).await?;
                 let now = c.now_ms();
                 let rows: Vec<Value> = s
                     .rollouts()
@@ -90,9 +90,10 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                     .rev()
                     .map(|r| {
                         crate::versions::without_stale_verdict(rollouts::rollout_json(
-                            &rollouts::rollout_of(r),
+                            r,
                             &tracker,
                             &config.update,
+                            &config.rollouts,
                             now,
                         ))
                     })
@@ -207,7 +208,7 @@ pub async fn run(verb: PolicyVerb, clock: Arc<dyn Clock>) -> Result<()> {
                 proposal, reason, ..
             } => {
                 let doc =
-                    proposals::approve_proposal(s, c, &config.update, &proposal, &reason, &actor())
+                    proposals::approve_proposal(s, c, &config.update, &config.rollouts, &proposal, &reason, &actor())
                         .await?;
                 print_json(&doc)?;
             }

@@ -19,7 +19,8 @@ const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const FAST_GUARDS: &str =
     "[update]\ntwo_person_rule = true\nmin_samples_per_arm = 40\nmin_samples_rollback = 10\n\
 [update.guards.violation_rate]\nmargin = 0.2\n[update.guards.wrong_answer_rate]\nmargin = 0.2\n\
-[update.guards.csat]\nmargin = 0.2\n[update.guards.escalation_rate]\nmargin = 0.2\n";
+[update.guards.csat]\nmargin = 0.2\n[update.guards.escalation_rate]\nmargin = 0.2\n\
+[rollouts]\nanalysis_interval_ms = 0\n";
 
 struct Env {
     mock: MockHandle,
@@ -97,6 +98,45 @@ impl Env {
                 .unwrap_or_default()
                 .to_string(),
         )
+    }
+
+    /// A reported reply's review item, labelled by the reviewer with `suggestion`.
+    async fn reviewed(&self, conv: &str, suggestion: Value) -> String {
+        let (ix, _) = self.chat(conv).await;
+        let (s, fb) = self
+            .post(
+                "/v1/feedback",
+                &self.app,
+                json!({"interaction_id": ix, "wrong_answer": true}),
+            )
+            .await;
+        assert_eq!(s, 201, "{fb}");
+        let item = fb["review_item"].as_str().unwrap().to_string();
+        let (s, v) = self
+            .post(
+                &format!("/api/reviews/{item}/claim"),
+                &self.reviewer,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = self
+            .post(
+                &format!("/api/reviews/{item}/label"),
+                &self.reviewer,
+                json!({"verdict": "wrong_answer", "suggestion": suggestion}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        item
+    }
+
+    /// 30 chats two simulated minutes apart.
+    async fn hour_of_traffic(&self, tag: &str) {
+        for i in 0..30 {
+            self.chat(&format!("{tag}-{i}")).await;
+            self.clock.advance_ms(120_000);
+        }
     }
 
     async fn record(&self, ix: &str) -> Value {
@@ -267,6 +307,7 @@ async fn a_proposal_from_a_review_walks_to_a_promoted_version_through_the_api() 
     let (s, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker", "{r}");
     assert_eq!(r["proposal"], pid.as_str());
     let (_, pol) = e.get("/api/policies", &e.ada).await;
     assert_eq!(pol["active"][0]["version"], candidate.as_str(), "{pol}");
@@ -375,6 +416,55 @@ async fn the_split_is_deterministic_sticky_and_recorded() {
         )
         .await;
     assert_eq!(s, 409, "{v}");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_canary_at_low_traffic_walks_its_analysis_steps_without_an_operator() {
+    // A sample target far above this traffic: each step concludes at its maximum duration.
+    let cfg = "[update]\nmin_samples_per_arm = 1000\n\
+               [rollouts]\nsteps = [5, 25, 100]\nanalysis_interval_ms = 600000\nmax_duration_ms = 3600000\n";
+    let e = env(cfg, "hello there").await;
+    let v = e
+        .approved(json!({"kind": "rewrite", "from": "hello", "to": "hi"}))
+        .await;
+    let ro = e.rollout(&v, 5.0).await;
+    e.hour_of_traffic("a").await;
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(
+        (r["state"].as_str(), r["percent"].as_f64()),
+        (Some("canary"), Some(25.0)),
+        "{r}"
+    );
+    assert_eq!(r["promoted_by"], Value::Null);
+    e.hour_of_traffic("b").await;
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker");
+    let (_, h) = e.get("/api/policies/history", &e.ada).await;
+    let steps: Vec<(String, String, String)> = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "RolloutChanged")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap_or("").to_string(),
+                r["actor"].as_str().unwrap_or("").to_string(),
+                r["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[1].0, "canary");
+    assert_eq!(steps[1].1, "system");
+    assert!(
+        steps[1].2.starts_with("automatic step to 25 %"),
+        "{steps:?}"
+    );
+    assert!(steps[1].2.contains("maximum"), "{steps:?}");
+    assert_eq!(steps[2].0, "promoted");
+    assert!(steps[2].2.starts_with("automatic promotion"), "{steps:?}");
     e.mock.shutdown().await;
 }
 
@@ -741,6 +831,20 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
         )
         .await;
     assert_eq!(s, 200, "{a}");
+    // Approval starts the fact's canary; promoting it (here by hand) sets the fact.
+    let ro = a["rollout"]["id"].as_str().unwrap();
+    let (s, r) = e
+        .post(
+            &format!("/api/rollouts/{ro}/promote"),
+            &e.ada,
+            json!({"reason": "seen enough"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        r["promoted_by"].as_str().unwrap().starts_with("ada ("),
+        "{r}"
+    );
     let (s, h) = e.get("/api/facts/jp.consumption_tax/history", &e.ada).await;
     assert_eq!(s, 200);
     assert_eq!(h["data"].as_array().unwrap().len(), 2, "{h}");
@@ -755,12 +859,12 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
         .clone();
     assert_eq!(set["proposal"], id);
     assert_eq!(set["fact"]["value"], 10);
-    // Unknown keys and alerts are refused.
+    // A value no fact kind holds and alerts are refused.
     let (s, r) = e
         .post(
             "/api/proposals",
             &e.reviewer,
-            json!({"suggestion": {"kind": "fact_update", "fact": "nope", "value": 1,
+            json!({"suggestion": {"kind": "fact_update", "fact": "nope", "value": [1],
                                   "effective_from": "2019-10-01"}, "reason": "r"}),
         )
         .await;
@@ -779,5 +883,240 @@ async fn a_fact_update_suggestion_becomes_a_fact_version_on_approval() {
     assert_eq!(s, 404);
     let (_, l) = e.get("/api/proposals", &other).await;
     assert_eq!(l["data"], json!([]));
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fact_proposal_for_a_new_key_is_backtested_tenant_checked_and_waits_for_its_date() {
+    let e = env("", "Our plan costs 10 dollars.").await;
+    let acme_admin = e.gw.key("acme", "admin", Some("adam")).await;
+    // The first version of a key nobody registered (was a 422 "no fact … is registered").
+    let (s, own) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "acme.plan.price",
+                   "value": 12, "from": "plan price", "effective_from": "2026-02-01",
+                   "scope": {"tenants": ["acme"]}}, "reason": "new price list"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{own}");
+    assert_eq!(own["kind"], "fact");
+    assert_eq!(own["fact"]["kind"], "count");
+    let (s, global) = e
+        .post(
+            "/api/proposals",
+            &e.ada,
+            json!({"suggestion": {"kind": "fact_update", "fact": "shipping.days",
+                   "value": 3, "effective_from": "2025-01-01"}, "reason": "global",
+                   "tenant": "acme"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{global}");
+    assert_eq!(global["fact"]["scope"]["tenants"], Value::Null, "{global}");
+    // A fact proposal is backtested against the version in force with the fact added.
+    let (s, bt) = e
+        .post("/api/backtests", &e.ada, json!({"proposal": own["id"]}))
+        .await;
+    assert_eq!(s, 200, "{bt}");
+    assert!(bt["interactions"].is_u64(), "{bt}");
+    // A tenant's admin cannot write a global fact (issue 20 item 2), only its own tenant's.
+    let approve = |id: &Value| format!("/api/proposals/{}/approve", id.as_str().unwrap());
+    let (s, v) = e
+        .post(
+            &approve(&global["id"]),
+            &acme_admin,
+            json!({"reason": "mine?"}),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = e
+        .post(
+            &approve(&own["id"]),
+            &acme_admin,
+            json!({"reason": "agreed"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ro = v["rollout"]["id"].as_str().unwrap();
+    let (s, r) = e
+        .post(
+            &format!("/api/rollouts/{ro}/promote"),
+            &acme_admin,
+            json!({"reason": "canary fine"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    // Approved before its date: registered, not yet in force.
+    let (_, now) = e.get("/api/facts?key=acme.plan.price", &e.ada).await;
+    assert_eq!(now["data"], json!([]), "{now}");
+    let (_, later) = e
+        .get("/api/facts?key=acme.plan.price&at=2026-02-02", &e.ada)
+        .await;
+    assert_eq!(later["data"][0]["fact"]["value"], 12, "{later}");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_fact_update_corrects_the_canary_arm_only_until_its_promotion_sets_the_fact() {
+    let cfg = "[update]\nmin_samples_per_arm = 10\n\
+               [rollouts]\nsteps = [50, 100]\nanalysis_interval_ms = 0\nmax_duration_ms = 3600000\n";
+    let e = env(cfg, "The consumption tax is 8%.").await;
+    let (s, v) = e
+        .post(
+            "/api/facts",
+            &e.ada,
+            json!({"facts": [{"key": "tax", "kind": "percent", "value": 8,
+                   "effective_from": "2014-04-01", "subjects": {"en": ["consumption tax"]}}],
+                   "reason": "in force"}),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{v}");
+    let (s, p) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "fact_update", "fact": "tax", "value": 10,
+                   "effective_from": "2025-01-01", "scope": {"tenants": ["acme"]}},
+                   "reason": "the rate went up"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, a) = e
+        .post(
+            &format!("/api/proposals/{pid}/approve"),
+            &e.ada,
+            json!({"reason": "agreed"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["rollout"]["state"], "canary", "{a}");
+    assert_eq!(a["rollout"]["percent"], 50.0);
+    let ro = a["rollout"]["id"].as_str().unwrap().to_string();
+    // Approved, not set: the registry still holds one version.
+    let (_, h) = e.get("/api/facts/tax/history", &e.ada).await;
+    assert_eq!(h["data"].as_array().unwrap().len(), 1, "{h}");
+    // Only the canary arm is corrected.
+    for i in 0..8 {
+        let conv = format!("f-{i}");
+        let (ix, text) = e.chat(&conv).await;
+        let canary = in_canary(&ro, &conv, 50.0);
+        let want = if canary {
+            "The consumption tax is 10%."
+        } else {
+            "The consumption tax is 8%."
+        };
+        assert_eq!(text, want, "{conv}");
+        let rec = e.record(&ix).await;
+        assert_eq!(rec["rollout"]["id"], ro.as_str());
+        assert_eq!(
+            rec["rollout"]["arm"],
+            if canary { "canary" } else { "baseline" }
+        );
+    }
+    // The worker promotes it (no guard shows harm) and the promotion sets the fact.
+    for i in 0..40 {
+        e.chat(&format!("g-{i}")).await;
+    }
+    let (_, r) = e.get(&format!("/api/rollouts/{ro}"), &e.ada).await;
+    assert_eq!(r["state"], "promoted", "{r}");
+    assert_eq!(r["promoted_by"], "worker");
+    let (_, h) = e.get("/api/facts/tax/history", &e.ada).await;
+    assert_eq!(h["data"].as_array().unwrap().len(), 2, "{h}");
+    assert_eq!(h["data"][1]["fact"]["value"], 10);
+    let (_, text) = e.chat("after").await;
+    assert_eq!(text, "The consumption tax is 10%.");
+    e.mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_reviews_drafts_one_merged_proposal_and_a_conflicting_change_is_refused() {
+    let e = env("[update]\nauto = false\n", "Acme Corp sells Widgets.").await;
+    let rewrite = json!({"kind": "rewrite", "from": "Acme Corp", "to": "ACME"});
+    let r1 = e.reviewed("b-1", rewrite.clone()).await;
+    let r2 = e.reviewed("b-2", rewrite.clone()).await;
+    let r3 = e
+        .reviewed(
+            "b-3",
+            json!({"kind": "rewrite", "from": "Widgets", "to": "Gadgets"}),
+        )
+        .await;
+    let (s, p) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"from_reviews": [r1, r2, r3], "reason": "brand and product names"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(p["kind"], "policy");
+    assert_eq!(p["suggestions"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["rules"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(p["source"]["reviews"], json!([r1, r2, r3]));
+    assert_eq!(
+        p["source"]["merged"][0]["sources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "identical suggestions merged, both reviews kept"
+    );
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, a) = e
+        .post(
+            &format!("/api/proposals/{pid}/approve"),
+            &e.ada,
+            json!({"reason": "ok"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let v = a["version"].as_str().unwrap().to_string();
+    let ro = e.rollout(&v, 50.0).await;
+    // One candidate serves both fixes on the canary arm.
+    let conv = (0..40)
+        .map(|i| format!("k-{i}"))
+        .find(|c| in_canary(&ro, c, 50.0))
+        .unwrap();
+    let (_, text) = e.chat(&conv).await;
+    assert_eq!(text, "ACME sells Gadgets.");
+    // A second change to a term the live canary changes, in an overlapping scope: 409.
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "lexicon_term", "from": "acme corp",
+                   "scope": {"locales": ["en-US"]}}, "reason": "block it"}),
+        )
+        .await;
+    assert_eq!(s, 409, "{c}");
+    let msg = c["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&ro) && msg.contains(&pid), "{msg}");
+    // Another term, or the same term elsewhere, is fine.
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"suggestion": {"kind": "lexicon_term", "from": "acme corp",
+                   "scope": {"locales": ["ja"]}}, "reason": "elsewhere"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    // A batch mixing a fact update and a policy change is refused.
+    let r4 = e
+        .reviewed(
+            "b-4",
+            json!({"kind": "fact_update", "fact": "price", "value": 3,
+                                "effective_from": "2026-01-01"}),
+        )
+        .await;
+    let (s, c) = e
+        .post(
+            "/api/proposals",
+            &e.reviewer,
+            json!({"from_reviews": [r3, r4]}),
+        )
+        .await;
+    assert_eq!(s, 422, "{c}");
     e.mock.shutdown().await;
 }

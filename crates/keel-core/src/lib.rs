@@ -19,4 +19,4 @@ pub use context::RequestContext;
 pub use error::CoreError;
 pub use event::{EventKind, NewEvent, StoredEvent};
 pub use interaction::{InteractionRecord, Outcome, TokenUsage};
-pub use scope::{tag_covers, Scope, Segment};
+pub use scope::{scopes_overlap, tag_covers, Scope, Segment};

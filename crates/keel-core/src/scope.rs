@@ -100,9 +100,75 @@ impl Scope {
     }
 }
 
+/// Whether two scopes share a segment: some segment built from their own values (the more
+/// specific of two related tags is in one of them) is covered by both ([`Scope::covers`]).
+pub fn scopes_overlap(a: &Scope, b: &Scope) -> bool {
+    fn values(x: &[String], y: &[String]) -> Vec<Option<String>> {
+        if x.is_empty() && y.is_empty() {
+            return vec![None];
+        }
+        x.iter().chain(y).cloned().map(Some).collect()
+    }
+    let tenants = values(&a.tenants, &b.tenants);
+    let locales = values(&a.locales, &b.locales);
+    let jurisdictions = values(&a.jurisdictions, &b.jurisdictions);
+    let topics: Vec<String> = a.topic.iter().chain(b.topic.iter()).cloned().collect();
+    let topics: Vec<Option<String>> = if topics.is_empty() {
+        vec![None]
+    } else {
+        topics.into_iter().map(Some).collect()
+    };
+    tenants.iter().any(|t| {
+        locales.iter().any(|l| {
+            jurisdictions.iter().any(|j| {
+                topics.iter().any(|tp| {
+                    let seg = Segment {
+                        tenant: t.as_deref().unwrap_or(""),
+                        locale: l.as_deref(),
+                        jurisdiction: j.as_deref(),
+                        topic: tp.as_deref(),
+                        subtopic: None,
+                    };
+                    a.covers(&seg) && b.covers(&seg)
+                })
+            })
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_overlap_when_one_segment_is_in_both() {
+        let sc = |t: &[&str], l: &[&str], j: &[&str]| Scope {
+            tenants: t.iter().map(|x| x.to_string()).collect(),
+            locales: l.iter().map(|x| x.to_string()).collect(),
+            jurisdictions: j.iter().map(|x| x.to_string()).collect(),
+            ..Scope::default()
+        };
+        let cases = [
+            (sc(&[], &[], &[]), sc(&["acme"], &["ja"], &[]), true),
+            (
+                sc(&["acme"], &["ja"], &[]),
+                sc(&["acme"], &["ja-JP"], &[]),
+                true,
+            ),
+            (
+                sc(&["acme"], &["ja"], &[]),
+                sc(&["acme"], &["en"], &[]),
+                false,
+            ),
+            (sc(&["acme"], &[], &[]), sc(&["beta"], &[], &[]), false),
+            (sc(&[], &[], &["US"]), sc(&[], &["en"], &["US-CA"]), true),
+            (sc(&[], &[], &["US"]), sc(&[], &[], &["JP"]), false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(scopes_overlap(&a, &b), want, "{a:?} / {b:?}");
+            assert_eq!(scopes_overlap(&b, &a), want, "{b:?} / {a:?}");
+        }
+    }
 
     fn check(pattern: &str, tag: &str, expected: bool) {
         assert_eq!(tag_covers(pattern, tag), expected, "{pattern} covers {tag}");

@@ -112,9 +112,12 @@ pub async fn rollouts_step(state: &AppState) -> Result<i64, GatewayError> {
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
+        &state.config.rollouts,
     )
     .await?;
-    // An automatic step takes effect on this replica at once (others within a refresh tick).
+    // An automatic step takes effect on this replica at once (others within a refresh tick);
+    // a fact canary's promotion sets its fact.
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok(t.cursor)
 }

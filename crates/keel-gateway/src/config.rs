@@ -55,6 +55,10 @@ pub struct Config {
     /// The update pipeline: proposals (two-person rule) and canary guards.
     #[serde(default)]
     pub update: keel_loop::update::rollout::UpdateConfig,
+    /// How canaries conclude: analysis steps (percentages, sample target, analysis interval,
+    /// maximum duration per step), with per-tenant overrides (`docs/rollouts.md`).
+    #[serde(default)]
+    pub rollouts: keel_loop::update::rollout::RolloutsConfig,
 }
 
 /// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
@@ -425,6 +429,7 @@ impl Config {
             .validate()
             .map_err(|e| GatewayError::Config(format!("learn: {e}")))?;
         self.update.validate().map_err(GatewayError::Config)?;
+        self.rollouts.validate().map_err(GatewayError::Config)?;
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

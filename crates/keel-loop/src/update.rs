@@ -6,6 +6,7 @@
 //! and `sequential` (the always-valid test the guards use).
 
 pub mod backtest;
+pub mod batch;
 pub mod proposal;
 pub mod rollout;
 pub mod sample_size;

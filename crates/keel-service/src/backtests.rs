@@ -1,5 +1,6 @@
 //! Backtests: recorded interactions replayed through a candidate bundle (a proposal's or a
-//! published version's) with the facts registry plugged in. The replay is
+//! published version's) with the facts registry plugged in, or the version in force with a
+//! fact proposal's version added to the registry. The replay is
 //! `keel_loop::update::backtest`.
 
 use std::collections::BTreeMap;
@@ -40,6 +41,19 @@ pub async fn compile_candidate(
     };
     p.set_fact_checker(facts);
     Ok(p)
+}
+
+/// The fact version a fact proposal would set (`None`: not a fact proposal).
+async fn fact_of_proposal(
+    store: &dyn Store,
+    proposal: Option<&str>,
+) -> Result<Option<Vec<keel_policy::Fact>>, ServiceError> {
+    let Some(id) = proposal else { return Ok(None) };
+    let doc = proposal_by_id(store, id, false).await?;
+    if doc["kind"] != "fact" {
+        return Ok(None);
+    }
+    Ok(Some(crate::proposals::proposal_facts(&doc)?))
 }
 
 /// The candidate bundle of a proposal or a published version.
@@ -168,6 +182,22 @@ pub async fn backtest(
     let since = req.since_ms.unwrap_or(now_ms - WEEK_MS);
     let until = req.until_ms.unwrap_or(i64::MAX);
     let limit = req.limit.unwrap_or(10_000).clamp(1, 100_000);
+    if let Some(fact) = fact_of_proposal(store, req.proposal.as_deref()).await? {
+        // A fact proposal: the version in force, with the registry plus the proposed fact —
+        // which recorded replies the new value would correct.
+        let (_, base) = crate::proposals::base_bundle(store, tenant).await?;
+        let mut all: Vec<_> = crate::facts::load(store, None)
+            .await?
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        all.extend(fact);
+        let shared = SharedFacts::new();
+        shared.set(Arc::new(keel_loop::facts::index(all)?));
+        let candidate = compile_candidate(store, &base, Some(Arc::new(shared))).await?;
+        let report = run_backtest(store, &candidate, tenant, since, until, limit).await?;
+        return Ok((report, since));
+    }
     let bundle = candidate_bundle(store, req.proposal.as_deref(), req.version.as_deref()).await?;
     let candidate = compile_candidate(store, &bundle, facts).await?;
     let report = run_backtest(store, &candidate, tenant, since, until, limit).await?;

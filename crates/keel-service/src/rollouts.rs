@@ -4,8 +4,8 @@
 
 use keel_core::{Clock, NewEvent, StoredEvent};
 use keel_loop::update::rollout::{
-    self, arm_of, evaluate, Evaluation, Rollout, RolloutScope, Start, Tracker, UpdateConfig,
-    ROLLOUT_CHANGED,
+    self, arm_of, evaluate, Evaluation, Rollout, RolloutScope, RolloutsConfig, Start, Tracker,
+    UpdateConfig, ROLLOUT_CHANGED,
 };
 use keel_loop::update::GLOBAL_SCOPE;
 use keel_store::{RolloutRow, Store};
@@ -180,15 +180,19 @@ pub(crate) async fn append_guarded(
     })
 }
 
-/// One rollout by id.
-pub async fn rollout_by_id(store: &dyn Store, id: &str) -> Result<Rollout, ServiceError> {
+/// One rollout's stored row by id.
+pub async fn rollout_row(store: &dyn Store, id: &str) -> Result<RolloutRow, ServiceError> {
     store
         .rollouts()
         .await?
-        .iter()
+        .into_iter()
         .find(|r| r.id == id)
-        .map(rollout_of)
         .ok_or_else(|| ServiceError::NotFound(format!("No rollout `{id}`.")))
+}
+
+/// One rollout by id.
+pub async fn rollout_by_id(store: &dyn Store, id: &str) -> Result<Rollout, ServiceError> {
+    Ok(rollout_of(&rollout_row(store, id).await?))
 }
 
 /// Promotes (`promote = true`) or rolls back a rollout by hand.
@@ -201,13 +205,42 @@ pub async fn end_rollout(
     actor: &str,
 ) -> Result<Rollout, ServiceError> {
     let r = rollout_by_id(store, id).await?;
-    let events = if promote {
+    let mut events = if promote {
         rollout::promote(&r, reason, actor, clock.now_ms(), None)
     } else {
         rollout::rollback(&r, reason, actor, clock.now_ms(), None)
     }?;
+    if promote && r.is_fact() {
+        events.extend(fact_promotion(store, &r, reason, actor, clock.now_ms()).await?);
+    }
     append_guarded(store, events).await?;
     rollout_by_id(store, id).await
+}
+
+/// The `FactSet` a fact rollout's promotion appends: its proposal's fact version, checked
+/// against the registry as it is now (its effective dates kept: a date still ahead waits).
+pub async fn fact_promotion(
+    store: &dyn Store,
+    r: &Rollout,
+    reason: &str,
+    actor: &str,
+    now_ms: i64,
+) -> Result<Vec<NewEvent>, ServiceError> {
+    let pid = r.proposal.as_deref().unwrap_or_default();
+    let doc = crate::proposals::proposal_by_id(store, pid, false).await?;
+    let facts = crate::proposals::proposal_facts(&doc)?;
+    let existing: Vec<keel_policy::Fact> = crate::facts::load(store, None)
+        .await?
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    let mut evs = keel_loop::facts::fact_set_events(&facts, &existing, reason, actor, now_ms)
+        .map_err(|e| crate::error::unprocessable(e.to_string()))?;
+    for e in &mut evs {
+        e.payload["proposal"] = json!(pid);
+        e.payload["rollout"] = json!(r.id);
+    }
+    Ok(evs)
 }
 
 /// The worker's state key.
@@ -222,6 +255,7 @@ pub async fn rollouts_catch_up(
     store: &dyn Store,
     clock: &dyn Clock,
     cfg: &UpdateConfig,
+    plans: &RolloutsConfig,
 ) -> Result<Tracker, ServiceError> {
     let _one_at_a_time = STEP.lock().await;
     let mut tracker = match store.load_state(ROLLOUTS_KEY).await? {
@@ -249,7 +283,11 @@ pub async fn rollouts_catch_up(
             tracker.observe(ev, arm);
         }
         let now = clock.now_ms();
-        let steps = tracker.decide(cfg, now);
+        let analyses =
+            |t: &Tracker| -> i64 { t.rollouts.values().map(|r| r.last_analysis_ms).sum() };
+        let before = analyses(&tracker);
+        let steps = tracker.decide(cfg, plans, now);
+        let analysed = analyses(&tracker) != before;
         let live: Vec<String> = if steps.is_empty() {
             Vec::new()
         } else {
@@ -263,16 +301,29 @@ pub async fn rollouts_catch_up(
         };
         let mut drafts = Vec::new();
         for s in steps.iter().filter(|s| live.contains(&s.rollout.id)) {
-            let extra = Some(json!({"evaluation": s.evaluation}));
-            let reason = format!(
-                "automatic {}: {}",
-                if s.promote { "promotion" } else { "rollback" },
-                s.evaluation.reason
-            );
+            let extra = Some(json!({"evaluation": s.evaluation, "automatic": true}));
+            let what = match (s.promote, s.to_percent >= 100.0) {
+                (true, true) => "promotion".to_string(),
+                (true, false) => format!("step to {} %", s.to_percent),
+                (false, _) => "rollback".to_string(),
+            };
+            let reason = format!("automatic {what}: {}", s.evaluation.reason);
             let evs = if s.promote {
-                rollout::promote(&s.rollout, &reason, "system", now, extra)
+                rollout::advance(&s.rollout, s.to_percent, &reason, "system", now, extra)
             } else {
                 rollout::rollback(&s.rollout, &reason, "system", now, extra)
+            };
+            let evs = match evs {
+                Ok(e) if s.rollout.is_fact() && s.promote && s.to_percent >= 100.0 => {
+                    match fact_promotion(store, &s.rollout, &reason, "system", now).await {
+                        Ok(f) => Ok(e.into_iter().chain(f).collect()),
+                        Err(err) => {
+                            tracing::warn!(rollout = %s.rollout.id, error = %err, "fact promotion refused");
+                            continue;
+                        }
+                    }
+                }
+                other => other,
             };
             match evs {
                 Ok(e) => drafts.extend(e),
@@ -281,14 +332,14 @@ pub async fn rollouts_catch_up(
                 }
             }
         }
-        if had_events || !drafts.is_empty() {
+        if had_events || analysed || !drafts.is_empty() {
             let json = tracker.to_json()?;
             let stored = store.append_with_state(drafts, ROLLOUTS_KEY, json).await?;
             for e in stored.iter().filter(|e| e.kind == ROLLOUT_CHANGED) {
-                let state = if e.payload["state"] == "promoted" {
-                    "promoted"
-                } else {
-                    "rolled_back"
+                let state = match e.payload["state"].as_str() {
+                    Some("promoted") => "promoted",
+                    Some("canary") => "step",
+                    _ => "rolled_back",
                 };
                 metrics::counter!(crate::telemetry::ROLLOUT_STEPS, "state" => state).increment(1);
                 tracing::warn!(rollout = %e.payload["id"], state = %e.payload["state"], reason = %e.payload["reason"], "rollout changed automatically");
@@ -306,12 +357,36 @@ pub async fn rollouts_catch_up(
     }
 }
 
-/// A rollout with its guard readings.
-pub fn rollout_json(r: &Rollout, tracker: &Tracker, cfg: &UpdateConfig, now_ms: i64) -> Value {
+/// Who promoted a rollout (`"worker"` for the rollout worker), from its row.
+pub fn promoted_by(r: &RolloutRow) -> Option<String> {
+    (r.state == "promoted").then(|| {
+        if r.actor == "system" {
+            "worker".to_string()
+        } else {
+            r.actor.clone()
+        }
+    })
+}
+
+/// A rollout with its guard readings, its analysis plan and step, and `promoted_by`.
+pub fn rollout_json(
+    r: &RolloutRow,
+    tracker: &Tracker,
+    cfg: &UpdateConfig,
+    plans: &RolloutsConfig,
+    now_ms: i64,
+) -> Value {
+    let row = r;
+    let r = &rollout_of(row);
     let mut v = json!(r);
     v["baseline"] = json!(r.baseline);
+    v["promoted_by"] = json!(promoted_by(row));
+    let plan = plans.plan_for(r.scope.tenant.as_deref(), cfg);
+    v["plan"] = json!(plan);
     if let Some(t) = tracker.rollouts.get(&r.id) {
-        let e: Evaluation = evaluate(&t.canary, &t.baseline, cfg, now_ms - r.started_ms);
+        let step = Tracker::progress(t, &plan, now_ms);
+        let e: Evaluation = evaluate(&t.canary, &t.baseline, cfg, &plan, &step, r.percent);
+        v["step"] = json!(step);
         v["arms"] = json!({"canary": t.canary, "baseline": t.baseline});
         v["guards"] = json!(e.guards);
         v["verdict"] = json!(if r.is_canary() {

@@ -1,6 +1,6 @@
 //! Rollouts and proposal decisions, projected from `RolloutChanged` and `ProposalDecided`.
 //! Transitions are guarded in SQL: a step from a state that does not allow it (promoting a
-//! rollout that was rolled back meanwhile), a second live canary for one scope, or a second
+//! rollout that was rolled back meanwhile; a canary's next step only raises its share), a second live canary for one scope, or a second
 //! decision on one proposal fails the append, so the log never holds a step that did not
 //! take effect.
 
@@ -53,6 +53,8 @@ inventory::submit! {
               ON CONFLICT(id) DO UPDATE SET
                 guard = CASE WHEN rollouts.state = 'canary'
                                   AND excluded.state IN ('promoted', 'rolled_back', 'superseded') THEN 1
+                             WHEN rollouts.state = 'canary' AND excluded.state = 'canary'
+                                  AND excluded.percent > rollouts.percent THEN 1
                              WHEN rollouts.state IN ('active', 'promoted')
                                   AND excluded.state IN ('rolled_back', 'superseded') THEN 1
                              ELSE 0 END,

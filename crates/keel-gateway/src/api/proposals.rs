@@ -42,9 +42,10 @@ fn openapi_paths() -> Value {
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "{data: [proposal], next_cursor?}"}}},
-            "post": {"summary": "Draft a proposal: {from_review} | {from_alert, suggestion} | {suggestion, tenant?}, reason? (reviewer, admin). The candidate bundle must load and pass its tests.",
+            "post": {"summary": "Draft a proposal: {from_review} | {from_reviews: [..]} (a batch: suggestions merged, provenance kept, one candidate bundle or one fact set) | {from_alert, suggestion} | {suggestion, tenant?}, reason? (reviewer, admin). The candidate bundle must load and pass its tests; a change touching the same term or fact key as a live canary in an overlapping scope is a 409.",
                      "responses": {"201": {"description": "proposal {id, status, kind, author, reason, created_ms, base_version?, candidate_version?, diff, source, fact?}"},
                                    "404": {"description": "unknown review or alert"},
+                                   "409": {"description": "conflicts with a live change (both named)"},
                                    "422": {"description": "no usable suggestion, or the candidate does not load"}}}},
         "/api/proposals/{id}": {"get": {
             "summary": "One proposal (reviewer, admin, auditor; own tenant).",
@@ -70,6 +71,8 @@ inventory::submit! {
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     from_review: Option<String>,
+    /// A batch: several review items' suggestions merged into one proposal.
+    from_reviews: Option<Vec<String>>,
     from_alert: Option<String>,
     suggestion: Option<Suggestion>,
     reason: Option<String>,
@@ -88,6 +91,15 @@ async fn create(
 ) -> Result<Response, GatewayError> {
     caller.require(AUTHORS)?;
     let source = match (body.from_review, body.from_alert, body.suggestion) {
+        (None, None, None) if body.from_reviews.is_some() => {
+            ProposalSource::Reviews(body.from_reviews.unwrap_or_default())
+        }
+        _ if body.from_reviews.is_some() => {
+            return Err(GatewayError::bad_param(
+                "from_reviews",
+                "a batch takes only `from_reviews` (and `reason`, `tenant`)",
+            ))
+        }
         (Some(r), None, None) => ProposalSource::Review(r),
         (None, Some(a), Some(s)) => ProposalSource::Alert(a, s),
         (None, Some(_), None) => {
@@ -191,6 +203,7 @@ async fn approve(
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
+        &state.config.rollouts,
         &id,
         &body.reason,
         &Actor::from_key(&caller.0),
@@ -198,6 +211,7 @@ async fn approve(
     .await?;
     if doc["kind"] == "fact" {
         state.policies.refresh_facts(state.store.as_ref()).await?;
+        state.policies.refresh(state.store.as_ref()).await?;
     }
     Ok(Json(doc).into_response())
 }

@@ -78,8 +78,10 @@ async fn catch_up(state: &AppState) -> Result<keel_loop::update::rollout::Tracke
         state.store.as_ref(),
         state.clock.as_ref(),
         &state.config.update,
+        &state.config.rollouts,
     )
     .await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
     Ok(tracker)
 }
@@ -162,9 +164,10 @@ async fn list(
         .filter(|r| p.state.as_deref().is_none_or(|s| r.state == s))
         .map(|r| {
             let mut v = rollouts::rollout_json(
-                &rollouts::rollout_of(r),
+                r,
                 &tracker,
                 &state.config.update,
+                &state.config.rollouts,
                 now,
             );
             v["updated_ms"] = json!(r.updated_ms);
@@ -196,11 +199,12 @@ async fn one(
     caller.require(READERS)?;
     visible(&state, &caller, &id).await?;
     let tracker = catch_up(&state).await?;
-    let r = rollouts::rollout_by_id(state.store.as_ref(), &id).await?;
+    let r = rollouts::rollout_row(state.store.as_ref(), &id).await?;
     Ok(Json(rollouts::rollout_json(
         &r,
         &tracker,
         &state.config.update,
+        &state.config.rollouts,
         state.clock.now_ms(),
     ))
     .into_response())
@@ -235,8 +239,12 @@ async fn step(
         &caller.0.actor(),
     )
     .await?;
+    state.policies.refresh_facts(state.store.as_ref()).await?;
     state.policies.refresh(state.store.as_ref()).await?;
-    Ok(Json(json!(r)).into_response())
+    let row = rollouts::rollout_row(state.store.as_ref(), &r.id).await?;
+    let mut v = json!(r);
+    v["promoted_by"] = json!(rollouts::promoted_by(&row));
+    Ok(Json(v).into_response())
 }
 
 async fn promote(

@@ -335,6 +335,7 @@ pub fn bundle_diff(a: &Bundle, b: &Bundle) -> String {
 
 /// Drafts the fact version a `fact_update` suggestion asks for: the newest version of that key
 /// (same scope when the suggestion names one) is the template for kind, unit and subjects.
+/// A key with no version yet gets its first one ([`first_version`]).
 pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), LoopError> {
     let key = required_field(&s.fact, "fact", "fact_update")?;
     let value = s
@@ -355,13 +356,11 @@ pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), L
         .as_ref()
         .and_then(|sc| versions.iter().rev().find(|f| &f.scope == sc))
         .or_else(|| versions.last())
-        .copied()
-        .ok_or_else(|| {
-            undraftable(format!(
-                "no fact `{key}` is registered; set its first version with `keel facts set`"
-            ))
-        })?;
-    let mut fact = template.clone();
+        .copied();
+    let mut fact = match template {
+        Some(t) => t.clone(),
+        None => first_version(key, &value, s, scope.as_ref())?,
+    };
     fact.value = value;
     fact.effective_from = from.to_string();
     fact.effective_until = None;
@@ -370,10 +369,69 @@ pub fn draft_fact(s: &Suggestion, existing: &[Fact]) -> Result<(Fact, String), L
     }
     fact.check_against(existing)
         .map_err(|e| undraftable(e.to_string()))?;
-    let before = serde_norway::to_string(template).unwrap_or_default();
+    let before = template
+        .map(|t| serde_norway::to_string(t).unwrap_or_default())
+        .unwrap_or_default();
     let after = serde_norway::to_string(&fact).unwrap_or_default();
     let diff = unified(&format!("facts/{key}"), &before, &after, 20);
     Ok((fact, diff))
+}
+
+/// The first version of a key no version names yet: the kind follows the value (a boolean, a
+/// number counts, a `YYYY-MM-DD` string is a date, other text a string); the subject — how
+/// the fact is named in text — is the suggestion's `from`, else the key's last segment, in the
+/// language of the scope's first locale (else `en`).
+fn first_version(
+    key: &str,
+    value: &serde_json::Value,
+    s: &Suggestion,
+    scope: Option<&FactScope>,
+) -> Result<Fact, LoopError> {
+    let kind = match value {
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "count",
+        serde_json::Value::String(t)
+            if chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok() =>
+        {
+            "date"
+        }
+        serde_json::Value::String(_) => "string",
+        _ => {
+            return Err(undraftable(format!(
+                "fact `{key}`: a first version needs a boolean, number or text `value`"
+            )))
+        }
+    };
+    let subject = s
+        .from
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            key.rsplit('.')
+                .next()
+                .unwrap_or(key)
+                .replace(['_', '-'], " ")
+        });
+    let lang = scope
+        .and_then(|sc| sc.locales.first())
+        .and_then(|l| l.split(['-', '_']).next())
+        .filter(|l| !l.is_empty())
+        .unwrap_or("en")
+        .to_ascii_lowercase();
+    Ok(Fact {
+        key: key.to_string(),
+        kind: kind.to_string(),
+        value: value.clone(),
+        currency: None,
+        scope: FactScope::default(),
+        effective_from: String::new(),
+        effective_until: None,
+        source: "review suggestion".to_string(),
+        owner: String::new(),
+        subjects: [(lang, vec![subject])].into_iter().collect(),
+    })
 }
 
 /// The `ProposalCreated` event. `doc` is the proposal as the API shows it (id, kind, author,
@@ -553,9 +611,31 @@ mod tests {
             diff.contains("-value: 8") && diff.contains("+value: 10"),
             "{diff}"
         );
-        let unknown = suggestion(json!({"kind": "fact_update", "fact": "nope", "value": 1,
-                                        "effective_from": "2019-10-01"}));
-        assert!(draft_fact(&unknown, &existing).is_err());
+        let bad = suggestion(json!({"kind": "fact_update", "fact": "nope", "value": [1],
+                                    "effective_from": "2019-10-01"}));
+        assert!(draft_fact(&bad, &existing).is_err());
+    }
+
+    #[test]
+    fn a_fact_update_for_an_unregistered_key_drafts_its_first_version() {
+        let s = suggestion(json!({"kind": "fact_update", "fact": "acme.plan.price_usd",
+            "value": 12, "from": "ACME plan price", "effective_from": "2026-02-01",
+            "scope": {"tenants": ["acme"], "locales": ["en-US"]}}));
+        let (f, diff) = draft_fact(&s, &[]).unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.value.clone(), f.effective_from.as_str()),
+            ("count", json!(12), "2026-02-01")
+        );
+        assert_eq!(f.subjects["en"], vec!["ACME plan price".to_string()]);
+        assert_eq!(f.scope.tenants, vec!["acme".to_string()]);
+        assert!(diff.contains("+value: 12"), "{diff}");
+        let date = suggestion(json!({"kind": "fact_update", "fact": "jp.launch_date",
+            "value": "2026-04-01", "effective_from": "2026-01-01", "scope": {"locales": ["ja"]}}));
+        let (f, _) = draft_fact(&date, &[]).unwrap();
+        assert_eq!(
+            (f.kind.as_str(), f.subjects["ja"][0].as_str()),
+            ("date", "launch date")
+        );
     }
 
     #[test]

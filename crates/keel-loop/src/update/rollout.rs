@@ -4,12 +4,15 @@
 //! percentage, so a conversation stays on one arm. Guard metrics are counted per arm from the
 //! event log ([`Tracker`]) and judged with the always-valid interval of
 //! [`sequential`](super::sequential); the tracker's state serialises so a worker resumes where
-//! it stopped.
+//! it stopped. Canaries conclude by analysis steps ([`plan`]): each step ends when its sample
+//! target or maximum duration is reached and no guard shows harm, and moves the canary to the
+//! next percentage until 100 % (promoted).
 //!
 //! States: `canary` → `promoted` | `rolled_back` | `superseded`; `active` (started at 100 %)
 //! → `rolled_back` | `superseded`; `promoted` → `rolled_back`.
 
 mod guards;
+mod plan;
 mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,6 +20,7 @@ mod tests;
 mod tracker;
 
 pub use guards::*;
+pub use plan::*;
 pub use state::*;
 pub use tracker::*;
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::{Plan, StepProgress};
 use crate::update::sequential::{diff_interval, judge, Interval, Verdict};
 
 /// One guard's settings: `margin` is the non-inferiority margin on its rate (absolute).
@@ -50,7 +51,8 @@ pub struct UpdateConfig {
     /// The approver of a proposal must be another person (key name) than its author.
     #[serde(default)]
     pub two_person_rule: bool,
-    /// Interactions per arm before a canary may be promoted automatically.
+    /// Interactions per arm that conclude an analysis step, unless `[rollouts] min_samples`
+    /// says otherwise.
     #[serde(default = "default_min_samples")]
     pub min_samples_per_arm: u64,
     /// Observations per arm before a guard can roll a canary back.
@@ -176,14 +178,23 @@ pub struct Evaluation {
     /// `promote`, `rollback` or `wait`.
     pub verdict: String,
     pub reason: String,
+    /// Where a concluded step goes (`promote`: 100, `advance`: the next step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_percent: Option<f64>,
 }
 
-/// Judges a canary's arms.
+/// Judges a canary's arms by analysis steps: roll back as soon as an enabled guard is shown
+/// worse than its margin (always-valid interval, any time); otherwise, at an analysis, the
+/// step concludes when both arms reached the plan's sample target or the step ran its
+/// maximum duration — to the next step (`advance`) or to 100 % (`promote`); else wait.
+/// `percent` is the canary's current share.
 pub fn evaluate(
     canary: &ArmStats,
     baseline: &ArmStats,
     cfg: &UpdateConfig,
-    elapsed_ms: i64,
+    plan: &Plan,
+    step: &StepProgress,
+    percent: f64,
 ) -> Evaluation {
     let mut guards = Vec::new();
     for (name, g) in cfg.guard_list() {
@@ -243,51 +254,90 @@ pub fn evaluate(
             guards,
             verdict: "rollback".into(),
             reason,
+            next_percent: None,
         };
     }
-    let (verdict, reason) = if canary.interactions < cfg.min_samples_per_arm
-        || baseline.interactions < cfg.min_samples_per_arm
-    {
+    let mut next_percent = None;
+    let (verdict, reason) = if step.total_elapsed_ms < cfg.min_duration_ms {
         (
             "wait",
             format!(
-                "collecting: {} canary and {} baseline interactions of {} per arm",
-                canary.interactions, baseline.interactions, cfg.min_samples_per_arm
+                "running for {} ms of at least {}",
+                step.total_elapsed_ms, cfg.min_duration_ms
             ),
         )
-    } else if elapsed_ms < cfg.min_duration_ms {
+    } else if !step.analysis_due {
         (
             "wait",
             format!(
-                "running for {elapsed_ms} ms of at least {}",
-                cfg.min_duration_ms
+                "next analysis {} ms after the last (step at {} % for {} ms)",
+                plan.analysis_interval_ms, percent, step.step_elapsed_ms
             ),
         )
-    } else if let Some(g) = guards
-        .iter()
-        .filter(live)
-        .find(|g| g.verdict == Verdict::Undecided)
-    {
-        ("wait", format!("{} is not yet shown non-inferior", g.guard))
     } else {
-        let judged: Vec<&str> = guards
+        let target = step.canary >= plan.min_samples && step.baseline >= plan.min_samples;
+        let timed_out = step.step_elapsed_ms >= plan.max_duration_ms;
+        if let Some(g) = guards
             .iter()
             .filter(live)
-            .filter(|g| g.verdict == Verdict::NonInferior)
-            .map(|g| g.guard.as_str())
-            .collect();
-        (
-            "promote",
-            format!(
-                "non-inferior after {} canary interactions: {}",
-                canary.interactions,
-                judged.join(", ")
-            ),
-        )
+            .find(|g| g.verdict == Verdict::Inferior)
+        {
+            (
+                "wait",
+                format!(
+                    "{} looks worse than its margin; waiting for {} observations per arm to decide",
+                    g.guard, cfg.min_samples_rollback
+                ),
+            )
+        } else if !target && !timed_out {
+            (
+                "wait",
+                format!(
+                    "collecting: {} canary and {} baseline interactions of {} per arm at {} % \
+                     (or {} ms of {})",
+                    step.canary,
+                    step.baseline,
+                    plan.min_samples,
+                    percent,
+                    step.step_elapsed_ms,
+                    plan.max_duration_ms
+                ),
+            )
+        } else {
+            let next = plan.next_percent(percent);
+            next_percent = Some(next);
+            let why = if target {
+                format!(
+                    "sample target reached ({} canary, {} baseline interactions ≥ {} per arm)",
+                    step.canary, step.baseline, plan.min_samples
+                )
+            } else {
+                format!(
+                    "step ran its maximum {} ms ({} canary, {} baseline interactions)",
+                    plan.max_duration_ms, step.canary, step.baseline
+                )
+            };
+            let shown: Vec<&str> = guards
+                .iter()
+                .filter(live)
+                .filter(|g| g.verdict == Verdict::NonInferior)
+                .map(|g| g.guard.as_str())
+                .collect();
+            let shown = if shown.is_empty() {
+                String::new()
+            } else {
+                format!("; shown non-inferior: {}", shown.join(", "))
+            };
+            (
+                if next >= 100.0 { "promote" } else { "advance" },
+                format!("{why}; no guard shows harm{shown}; {percent} % → {next} %"),
+            )
+        }
     };
     Evaluation {
         guards,
         verdict: verdict.into(),
         reason,
+        next_percent,
     }
 }

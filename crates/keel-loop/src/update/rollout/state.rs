@@ -83,7 +83,25 @@ impl Rollout {
     pub fn is_canary(&self) -> bool {
         self.state == "canary"
     }
+
+    /// A fact rollout: its `version` is `fact:<proposal id>` and promoting it sets the fact.
+    pub fn is_fact(&self) -> bool {
+        self.version.starts_with(FACT_VERSION_PREFIX)
+    }
+
+    /// The lane at most one canary runs in: the scope (`tenant|locale`), and for a fact
+    /// rollout its version too (a fact canary runs beside a policy canary of its scope).
+    pub fn lane(&self) -> String {
+        if self.is_fact() {
+            format!("{}|{}", self.scope.key(), self.version)
+        } else {
+            self.scope.key()
+        }
+    }
 }
+
+/// The `version` of a fact rollout: this prefix and the fact proposal's id.
+pub const FACT_VERSION_PREFIX: &str = "fact:";
 
 /// A refused transition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,7 +117,7 @@ pub enum RolloutError {
 fn changed(r: &Rollout, reason: &str, actor: &str, at_ms: i64, extra: Option<Value>) -> NewEvent {
     let mut payload = json!(r);
     payload["reason"] = Value::String(reason.to_string());
-    payload["scope_key"] = Value::String(r.scope.key());
+    payload["scope_key"] = Value::String(r.lane());
     if let Some(Value::Object(m)) = extra {
         for (k, v) in m {
             payload[k] = v;
@@ -158,7 +176,19 @@ pub fn start(
     }
     let full = s.percent >= 100.0;
     let mut events = Vec::new();
-    for old in live.iter().filter(|r| r.scope.key() == s.scope.key()) {
+    let is_fact = s.version.starts_with(FACT_VERSION_PREFIX);
+    if is_fact && full {
+        return Err(RolloutError::Invalid(
+            "a fact rollout starts as a canary; promoting it sets the fact".into(),
+        ));
+    }
+    let lane = |r: &Rollout| r.lane();
+    let new_lane = if is_fact {
+        format!("{}|{}", s.scope.key(), s.version)
+    } else {
+        s.scope.key()
+    };
+    for old in live.iter().filter(|r| lane(r) == new_lane) {
         if old.is_canary() && !full {
             return Err(RolloutError::Conflict(format!(
                 "rollout {} is a live canary for this scope; promote or roll it back first",
@@ -213,10 +243,42 @@ pub fn promote(
     p.state = "promoted".into();
     p.percent = 100.0;
     let mut events = vec![changed(&p, reason, actor, at_ms, extra)];
-    if let Some(scope) = p.scope.activation_scope() {
+    // A fact rollout's promotion sets the fact (the caller appends its `FactSet`).
+    if let Some(scope) = p.scope.activation_scope().filter(|_| !p.is_fact()) {
         events.push(activated_event(&p.version, scope, actor, at_ms));
     }
     Ok(events)
+}
+
+/// Events that move a canary to its next analysis step (a higher percentage below 100; at
+/// 100 this is [`promote`]). The split is sticky, so everyone already in the canary stays.
+pub fn advance(
+    r: &Rollout,
+    percent: f64,
+    reason: &str,
+    actor: &str,
+    at_ms: i64,
+    extra: Option<Value>,
+) -> Result<Vec<NewEvent>, RolloutError> {
+    if percent >= 100.0 {
+        return promote(r, reason, actor, at_ms, extra);
+    }
+    need_reason(reason)?;
+    if !r.is_canary() {
+        return Err(RolloutError::Conflict(format!(
+            "rollout {} is {}; only a canary moves to its next step",
+            r.id, r.state
+        )));
+    }
+    if percent <= r.percent || percent.is_nan() {
+        return Err(RolloutError::Invalid(format!(
+            "a step raises the canary's share: {percent} % is not above {} %",
+            r.percent
+        )));
+    }
+    let mut a = r.clone();
+    a.percent = percent;
+    Ok(vec![changed(&a, reason, actor, at_ms, extra)])
 }
 
 /// Events that roll a rollout back: a canary stops (its scope is served as before); a promoted
@@ -234,6 +296,10 @@ pub fn rollback(
     b.percent = 0.0;
     match r.state.as_str() {
         "canary" => Ok(vec![changed(&b, reason, actor, at_ms, extra)]),
+        "promoted" | "active" if r.is_fact() => Err(RolloutError::Conflict(format!(
+            "rollout {} set its fact; propose the next version of the fact instead",
+            r.id
+        ))),
         "promoted" | "active" => {
             let mut events = vec![changed(&b, reason, actor, at_ms, extra)];
             if let Some(scope) = b.scope.activation_scope() {

@@ -174,6 +174,15 @@ fn cfg() -> UpdateConfig {
     }
 }
 
+/// Analysis every 100 ms, steps end after 10 s at the latest.
+fn plans() -> RolloutsConfig {
+    RolloutsConfig {
+        analysis_interval_ms: 100,
+        max_duration_ms: 10_000,
+        ..RolloutsConfig::default()
+    }
+}
+
 fn tracker_with(c: &Rollout) -> Tracker {
     let mut t = Tracker::default();
     let ev = StoredEvent {
@@ -206,11 +215,14 @@ fn a_regression_rolls_back_and_a_clean_canary_promotes() {
             bad.observe(&feedback(seq, ix, true), Some(("ro_1".into(), arm.into())));
         }
     }
-    let steps = bad.decide(&cfg(), 1_000);
+    let steps = bad.decide(&cfg(), &plans(), 1_000);
     assert_eq!(steps.len(), 1);
     assert!(!steps[0].promote, "{:?}", steps[0].evaluation);
     assert!(steps[0].evaluation.reason.contains("wrong_answer_rate"));
-    assert!(bad.decide(&cfg(), 1_000).is_empty(), "decided once");
+    assert!(
+        bad.decide(&cfg(), &plans(), 1_000).is_empty(),
+        "decided once"
+    );
     let w = &bad.rollouts["ro_1"];
     assert_eq!(
         w.canary.wrong_answers, 100,
@@ -222,7 +234,7 @@ fn a_regression_rolls_back_and_a_clean_canary_promotes() {
         let arm = if i % 2 == 0 { CANARY } else { BASELINE };
         clean.observe(&interaction(10 + i, arm, "allow"), None);
     }
-    let steps = clean.decide(&cfg(), 1_000);
+    let steps = clean.decide(&cfg(), &plans(), 1_000);
     assert_eq!(steps.len(), 1);
     assert!(steps[0].promote, "{:?}", steps[0].evaluation);
     let json = clean.to_json().unwrap();
@@ -255,7 +267,7 @@ fn unhappy_canary_users_roll_it_back_and_escalations_count() {
     t.observe(&interaction(seq, BASELINE, "escalate"), None);
     assert_eq!(t.rollouts["ro_1"].baseline.escalations, 1);
     assert_eq!(t.rollouts["ro_1"].canary.csat_ratings, 100);
-    let steps = t.decide(&cfg(), 1_000);
+    let steps = t.decide(&cfg(), &plans(), 1_000);
     assert_eq!(steps.len(), 1);
     assert!(!steps[0].promote);
     assert!(
@@ -278,11 +290,11 @@ fn unhappy_canary_users_roll_it_back_and_escalations_count() {
         };
         t2.observe(&fb, Some(("ro_1".into(), CANARY.into())));
     }
-    assert!(t2.decide(&quiet, 1_000).is_empty());
+    assert!(t2.decide(&quiet, &plans(), 1_000).is_empty());
 }
 
 #[test]
-fn waits_for_the_minimum_sample_and_duration() {
+fn waits_for_the_minimum_duration_then_concludes_at_an_analysis() {
     let c = started(50.0);
     let mut t = tracker_with(&c);
     for i in 0..2_000 {
@@ -291,23 +303,236 @@ fn waits_for_the_minimum_sample_and_duration() {
             None,
         );
     }
-    let few = UpdateConfig {
-        min_samples_per_arm: 5_000,
-        ..UpdateConfig::default()
-    };
-    assert!(t.decide(&few, 1_000).is_empty());
-    let e = evaluate(
-        &t.rollouts["ro_1"].canary,
-        &t.rollouts["ro_1"].baseline,
-        &few,
-        0,
-    );
-    assert_eq!(e.verdict, "wait");
     let slow = UpdateConfig {
         min_samples_per_arm: 10,
         min_duration_ms: 10_000,
         ..UpdateConfig::default()
     };
-    assert!(t.decide(&slow, 1_000).is_empty());
-    assert_eq!(t.decide(&slow, 20_000).len(), 1);
+    assert!(t.decide(&slow, &plans(), 1_000).is_empty());
+    let steps = t.decide(&slow, &plans(), 20_000);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].to_percent, 100.0, "50 % → the next step, 100 %");
+}
+
+/// One synthetic step: interactions and wrong answers per arm within the step, the canary's
+/// share, how long the step has run and whether an analysis is due.
+struct Case {
+    name: &'static str,
+    canary: (u64, u64),
+    baseline: (u64, u64),
+    percent: f64,
+    step_elapsed_ms: i64,
+    analysis_due: bool,
+}
+
+/// The verdict and where a concluded step goes, under the plan 5 → 25 → 100, 100 interactions
+/// per arm, steps of at most one hour.
+fn check(c: &Case, expected: (&str, Option<f64>)) {
+    let arm = |(n, wrong): (u64, u64)| ArmStats {
+        interactions: n,
+        wrong_answers: wrong,
+        ..ArmStats::default()
+    };
+    let cfg = UpdateConfig::default();
+    let plan = RolloutsConfig {
+        min_samples: Some(100),
+        ..RolloutsConfig::default()
+    }
+    .plan_for(None, &cfg);
+    let step = StepProgress {
+        canary: c.canary.0,
+        baseline: c.baseline.0,
+        step_elapsed_ms: c.step_elapsed_ms,
+        total_elapsed_ms: c.step_elapsed_ms,
+        analysis_due: c.analysis_due,
+    };
+    let e = evaluate(
+        &arm(c.canary),
+        &arm(c.baseline),
+        &cfg,
+        &plan,
+        &step,
+        c.percent,
+    );
+    assert_eq!(
+        (e.verdict.as_str(), e.next_percent),
+        expected,
+        "{}: {}",
+        c.name,
+        e.reason
+    );
+}
+
+#[test]
+fn analysis_steps_promote_and_roll_back_on_synthetic_data() {
+    const HOUR: i64 = 3_600_000;
+    let cases = [
+        (
+            Case {
+                name: "sample target reached at 5 %: on to 25 %",
+                canary: (120, 2),
+                baseline: (2_000, 40),
+                percent: 5.0,
+                step_elapsed_ms: HOUR / 6,
+                analysis_due: true,
+            },
+            ("advance", Some(25.0)),
+        ),
+        (
+            Case {
+                name: "sample target reached at 25 %: promoted",
+                canary: (150, 3),
+                baseline: (450, 9),
+                percent: 25.0,
+                step_elapsed_ms: HOUR / 6,
+                analysis_due: true,
+            },
+            ("promote", Some(100.0)),
+        ),
+        (
+            Case {
+                name: "a started share between steps moves to the next one",
+                canary: (150, 3),
+                baseline: (600, 12),
+                percent: 20.0,
+                step_elapsed_ms: HOUR / 6,
+                analysis_due: true,
+            },
+            ("advance", Some(25.0)),
+        ),
+        (
+            Case {
+                name: "short of the target and of the duration: wait",
+                canary: (30, 0),
+                baseline: (120, 2),
+                percent: 25.0,
+                step_elapsed_ms: HOUR / 2,
+                analysis_due: true,
+            },
+            ("wait", None),
+        ),
+        (
+            Case {
+                name: "short of the target at the maximum duration, no harm: promoted",
+                canary: (30, 0),
+                baseline: (120, 2),
+                percent: 25.0,
+                step_elapsed_ms: HOUR,
+                analysis_due: true,
+            },
+            ("promote", Some(100.0)),
+        ),
+        (
+            Case {
+                name: "between analyses nothing concludes",
+                canary: (500, 5),
+                baseline: (500, 5),
+                percent: 25.0,
+                step_elapsed_ms: 2 * HOUR,
+                analysis_due: false,
+            },
+            ("wait", None),
+        ),
+        (
+            Case {
+                name: "a guard significantly worse rolls back, analysis or not",
+                canary: (200, 60),
+                baseline: (800, 16),
+                percent: 25.0,
+                step_elapsed_ms: HOUR / 60,
+                analysis_due: false,
+            },
+            ("rollback", None),
+        ),
+        (
+            Case {
+                name: "harm shown below the rollback sample floor blocks promotion",
+                canary: (29, 25),
+                baseline: (2_000, 20),
+                percent: 5.0,
+                step_elapsed_ms: HOUR,
+                analysis_due: true,
+            },
+            ("wait", None),
+        ),
+    ];
+    for (case, expected) in &cases {
+        check(case, *expected);
+    }
+}
+
+#[test]
+fn a_canary_walks_its_steps_and_a_tenant_override_applies() {
+    let rollout_event = |seq: i64, at: i64, r: &Rollout| StoredEvent {
+        seq,
+        kind: ROLLOUT_CHANGED.into(),
+        actor: "system".into(),
+        tenant: "*".into(),
+        at_ms: at,
+        payload: json!(r),
+    };
+    let cfg = UpdateConfig {
+        min_samples_per_arm: 50,
+        ..UpdateConfig::default()
+    };
+    let plans = RolloutsConfig {
+        analysis_interval_ms: 100,
+        max_duration_ms: 1_000_000,
+        ..RolloutsConfig::default()
+    };
+    let c = started(5.0);
+    let mut t = tracker_with(&c);
+    let feed = |t: &mut Tracker, from: i64, n: i64| {
+        for i in 0..n {
+            let arm = if i % 4 == 0 { CANARY } else { BASELINE };
+            t.observe(&interaction(from + i, arm, "allow"), None);
+        }
+    };
+    feed(&mut t, 10, 400);
+    let steps = t.decide(&cfg, &plans, 1_000);
+    assert_eq!(steps.len(), 1);
+    assert!(steps[0].promote);
+    assert_eq!(steps[0].to_percent, 25.0);
+    assert!(t.decide(&cfg, &plans, 1_100).is_empty(), "decided once");
+    // The step's event arrives: the next step counts its own samples.
+    let ev = advance(&c, 25.0, "step", "system", 1_000, None).unwrap();
+    let stepped = Rollout::from_payload(&ev[0].payload).unwrap();
+    t.observe(&rollout_event(500, 1_000, &stepped), None);
+    assert_eq!(t.rollouts["ro_1"].step_base, (100, 300));
+    assert!(
+        t.decide(&cfg, &plans, 1_200).is_empty(),
+        "no new samples yet"
+    );
+    feed(&mut t, 600, 200);
+    let steps = t.decide(&cfg, &plans, 1_300);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].to_percent, 100.0);
+    // A tenant's own steps and sample target.
+    let mut per_tenant = plans.clone();
+    per_tenant.tenants.insert(
+        "acme".into(),
+        PlanOverride {
+            steps: Some(vec![50.0, 100.0]),
+            min_samples: Some(7),
+            ..PlanOverride::default()
+        },
+    );
+    let p = per_tenant.plan_for(Some("acme"), &cfg);
+    assert_eq!((p.next_percent(5.0), p.min_samples), (50.0, 7));
+    let g = per_tenant.plan_for(Some("other"), &cfg);
+    assert_eq!((g.next_percent(5.0), g.min_samples), (25.0, 50));
+    assert!(advance(&stepped, 20.0, "down", "a", 1, None).is_err());
+    assert!(RolloutsConfig {
+        steps: vec![25.0, 5.0, 100.0],
+        ..RolloutsConfig::default()
+    }
+    .validate()
+    .is_err());
+    assert!(RolloutsConfig {
+        steps: vec![5.0, 50.0],
+        ..RolloutsConfig::default()
+    }
+    .validate()
+    .is_err());
+    assert!(RolloutsConfig::default().validate().is_ok());
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::guards::{evaluate, ArmStats, Evaluation, UpdateConfig};
+use super::plan::{Plan, RolloutsConfig, StepProgress};
 use super::state::Rollout;
 use super::{BASELINE, CANARY, ROLLOUT_CHANGED};
 
@@ -23,6 +24,15 @@ pub struct Tracked {
     /// An automatic step was drafted; wait for its event.
     #[serde(default)]
     pub decided: bool,
+    /// When the current analysis step began (the start, or the last percentage raise).
+    #[serde(default)]
+    pub step_started_ms: i64,
+    /// Interactions per arm counted before the current step began.
+    #[serde(default)]
+    pub step_base: (u64, u64),
+    /// When the step was last analysed for promotion.
+    #[serde(default)]
+    pub last_analysis_ms: i64,
 }
 
 impl Tracked {
@@ -47,7 +57,9 @@ pub struct Tracker {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoStep {
     pub rollout: Rollout,
+    /// Forward (to `to_percent`; 100 = promoted) or back.
     pub promote: bool,
+    pub to_percent: f64,
     pub evaluation: Evaluation,
 }
 
@@ -94,7 +106,17 @@ impl Tracker {
                         baseline: ArmStats::default(),
                         wrong_seen: BTreeSet::new(),
                         decided: false,
+                        step_started_ms: ev.at_ms,
+                        step_base: (0, 0),
+                        last_analysis_ms: ev.at_ms,
                     });
+                if r.is_canary() && t.rollout.is_canary() && r.percent > t.rollout.percent {
+                    // The next analysis step: its sample target counts from here.
+                    t.step_started_ms = ev.at_ms;
+                    t.step_base = (t.canary.interactions, t.baseline.interactions);
+                    t.last_analysis_ms = ev.at_ms;
+                    t.decided = false;
+                }
                 t.rollout = r;
                 if ended {
                     t.wrong_seen.clear();
@@ -146,8 +168,26 @@ impl Tracker {
         }
     }
 
-    /// The automatic steps due now (each canary at most once until its event is seen).
-    pub fn decide(&mut self, cfg: &UpdateConfig, now_ms: i64) -> Vec<AutoStep> {
+    /// Where a tracked canary stands in its step at `now_ms`.
+    pub fn progress(t: &Tracked, plan: &Plan, now_ms: i64) -> StepProgress {
+        StepProgress {
+            canary: t.canary.interactions.saturating_sub(t.step_base.0),
+            baseline: t.baseline.interactions.saturating_sub(t.step_base.1),
+            step_elapsed_ms: now_ms - t.step_started_ms,
+            total_elapsed_ms: now_ms - t.rollout.started_ms,
+            analysis_due: now_ms - t.last_analysis_ms >= plan.analysis_interval_ms,
+        }
+    }
+
+    /// The automatic steps due now (each canary at most once until its event is seen):
+    /// rollbacks at any time, step conclusions at analyses (`plans` gives each rollout's plan
+    /// by its tenant).
+    pub fn decide(
+        &mut self,
+        cfg: &UpdateConfig,
+        plans: &RolloutsConfig,
+        now_ms: i64,
+    ) -> Vec<AutoStep> {
         let mut out = Vec::new();
         if !cfg.auto {
             return out;
@@ -156,16 +196,29 @@ impl Tracker {
             if !t.rollout.is_canary() || t.decided {
                 continue;
             }
-            let e = evaluate(&t.canary, &t.baseline, cfg, now_ms - t.rollout.started_ms);
-            let promote = match e.verdict.as_str() {
-                "promote" => true,
-                "rollback" => false,
+            let plan = plans.plan_for(t.rollout.scope.tenant.as_deref(), cfg);
+            let step = Self::progress(t, &plan, now_ms);
+            let e = evaluate(&t.canary, &t.baseline, cfg, &plan, &step, t.rollout.percent);
+            if step.analysis_due {
+                // Analyses fall on the step's own grid (start + k · interval).
+                let i = plan.analysis_interval_ms;
+                t.last_analysis_ms = if i > 0 {
+                    t.step_started_ms + (now_ms - t.step_started_ms).div_euclid(i) * i
+                } else {
+                    now_ms
+                };
+            }
+            let (promote, to_percent) = match (e.verdict.as_str(), e.next_percent) {
+                ("promote", _) => (true, 100.0),
+                ("advance", Some(p)) => (true, p),
+                ("rollback", _) => (false, 0.0),
                 _ => continue,
             };
             t.decided = true;
             out.push(AutoStep {
                 rollout: t.rollout.clone(),
                 promote,
+                to_percent,
                 evaluation: e,
             });
         }
