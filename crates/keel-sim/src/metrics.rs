@@ -432,7 +432,15 @@ mod tests {
             ticks: &[],
             manual_promotions: 0,
         };
-        compute(s, Variant::Unannounced, Strategy::Continual, seen, None, Vec::new()).0
+        compute(
+            s,
+            Variant::Unannounced,
+            Strategy::Continual,
+            seen,
+            None,
+            Vec::new(),
+        )
+        .0
     }
 
     #[test]
@@ -451,7 +459,12 @@ mod tests {
         ];
         let alerts = vec![
             alert(t - 5, gb, &[t - 10], 1), // before the change: false alarm, quiet period
-            alert(t + 50, (Some("en-US"), Some("US"), Some("investing")), &[t], 5), // wrong slice
+            alert(
+                t + 50,
+                (Some("en-US"), Some("US"), Some("investing")),
+                &[t],
+                5,
+            ), // wrong slice
             alert(t + 55, gb, &[t + 2], 5), // right slice, no affected reply named
             alert(t + 60, gb, &[t + 2, t + 1], 5), // true: 3 affected replies before it
         ];
@@ -552,7 +565,12 @@ update = { kind = "rewrite", from = "20 %", to = "22 %" }
             .iter()
             .map(|p| p.first_true_alert_ms.map(|m| m - t))
             .collect();
-        let got = (first, row.true_alerts, row.quiet_period_alerts, row.detect_delay);
+        let got = (
+            first,
+            row.true_alerts,
+            row.quiet_period_alerts,
+            row.detect_delay,
+        );
         let want = (want.0.to_vec(), want.1, want.2, want.3);
         assert_eq!(got, want, "{alerts:?}");
         assert_eq!(row.changes_detected, got.0.iter().flatten().count() as u64);
@@ -567,7 +585,10 @@ update = { kind = "rewrite", from = "20 %", to = "22 %" }
         let de_rollup = (None, Some("DE"), Some("tax"));
         let gb = (Some("en-GB"), Some("GB"), Some("tax"));
         // One early alert naming a reply of the first change detects only that change.
-        check(&[alert(t + 2, de, &[t + 1], 3)], ([Some(2), None, None], 1, 0, Some(2.0)));
+        check(
+            &[alert(t + 2, de, &[t + 1], 3)],
+            ([Some(2), None, None], 1, 0, Some(2.0)),
+        );
         // Naming replies of both DE changes detects both; a roll-up across locales still lies
         // inside the scope.
         check(
@@ -575,8 +596,14 @@ update = { kind = "rewrite", from = "20 %", to = "22 %" }
             ([Some(5), Some(5), None], 1, 0, Some(2.5)),
         );
         // A GB slice naming a DE reply detects nothing; naming a GB reply detects the GB change.
-        check(&[alert(t + 7, gb, &[t], 8)], ([None, None, None], 0, 0, None));
-        check(&[alert(t + 7, gb, &[t + 6], 8)], ([None, None, Some(7)], 1, 0, Some(1.0)));
+        check(
+            &[alert(t + 7, gb, &[t], 8)],
+            ([None, None, None], 0, 0, None),
+        );
+        check(
+            &[alert(t + 7, gb, &[t + 6], 8)],
+            ([None, None, Some(7)], 1, 0, Some(1.0)),
+        );
         // Before the changes: quiet-period alerts, never true.
         check(
             &[alert(t - 1, de, &[t - 1], 0), alert(t - 1, gb, &[], 0)],

@@ -332,8 +332,10 @@ async fn drive(run: &Drive<'_>, st: &mut RunState) -> Result<(), SimError> {
             Method::POST,
             "/api/facts",
             &keys.admin,
-            Some(&json!({"facts": crate::update::tenant_facts(&s.facts, &s.tenant),
-                         "reason": "scenario: facts at the model's cut-off"})),
+            Some(
+                &json!({"facts": crate::update::tenant_facts(&s.facts, &s.tenant),
+                         "reason": "scenario: facts at the model's cut-off"}),
+            ),
         )
         .await?;
     }

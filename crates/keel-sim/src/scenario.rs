@@ -24,7 +24,32 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ),
     ("ja-term", include_str!("../../../scenarios/ja-term.toml")),
     ("recall", include_str!("../../../scenarios/recall.toml")),
+    (
+        "leveraged-products-realistic",
+        include_str!("../../../scenarios/leveraged-products-realistic.toml"),
+    ),
+    (
+        "ja-term-realistic",
+        include_str!("../../../scenarios/ja-term-realistic.toml"),
+    ),
+    (
+        "recall-realistic",
+        include_str!("../../../scenarios/recall-realistic.toml"),
+    ),
+    ("vat-rate", include_str!("../../../scenarios/vat-rate.toml")),
+    (
+        "jp-majority",
+        include_str!("../../../scenarios/jp-majority.toml"),
+    ),
+    (
+        "many-changes",
+        include_str!("../../../scenarios/many-changes.toml"),
+    ),
 ];
+
+/// What `keel demo` runs: a fixed showcase within about two minutes (loud feedback, realistic
+/// feedback, many changes on one day); `keel simulate` runs any bundled scenario or file.
+pub const SHOWCASE: &[&str] = &["leveraged-products", "vat-rate", "many-changes"];
 
 /// A parsed, validated scenario. Times are Unix milliseconds.
 #[derive(Debug, Clone, Serialize)]

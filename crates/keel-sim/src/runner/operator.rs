@@ -106,7 +106,13 @@ pub(super) struct Desk {
 }
 
 /// A reviewer's suggestion reaches the operator's desk (once per distinct suggestion).
-pub(super) fn receive(st: &mut RunState, change: usize, review: &str, suggestion: &Value, now: i64) {
+pub(super) fn receive(
+    st: &mut RunState,
+    change: usize,
+    review: &str,
+    suggestion: &Value,
+    now: i64,
+) {
     let canon = suggestion.to_string();
     if st.acted.contains_key(&canon)
         || st
@@ -182,8 +188,9 @@ pub(super) async fn operator_works(
             start_canary(staff, &pid, &version, changes, now, st).await?;
         }
     }
-    let (ready, later): (Vec<Pending>, Vec<Pending>) =
-        std::mem::take(&mut st.op.inbox).into_iter().partition(|p| due(p.at_ms));
+    let (ready, later): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut st.op.inbox)
+        .into_iter()
+        .partition(|p| due(p.at_ms));
     st.op.inbox = later;
     let (facts, policy): (Vec<Pending>, Vec<Pending>) = ready
         .into_iter()
@@ -464,8 +471,10 @@ pub(super) async fn publish(
             Method::POST,
             "/api/facts",
             &keys.admin,
-            Some(&json!({"facts": update::tenant_facts(&ch.update.facts, &s.tenant),
-                         "reason": format!("{why}: {}", ch.id)})),
+            Some(
+                &json!({"facts": update::tenant_facts(&ch.update.facts, &s.tenant),
+                         "reason": format!("{why}: {}", ch.id)}),
+            ),
         )
         .await?;
         return Ok(());

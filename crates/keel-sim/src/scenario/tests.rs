@@ -134,7 +134,10 @@ fn prompts_are_needed_only_where_a_segment_asks() {
     // …but once it asks, they are.
     let asks = two.replacen("topics = { tax = 0 }", "topics = { tax = 1 }", 1);
     let e = Scenario::parse(&asks, "m").unwrap_err().to_string();
-    assert!(e.contains("topics[0].subtopics[0].prompts") && e.contains("fr-FR"), "{e}");
+    assert!(
+        e.contains("topics[0].subtopics[0].prompts") && e.contains("fr-FR"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -143,7 +146,10 @@ fn the_operator_section_is_optional_and_checked() {
     assert_eq!((s.operator.hours, s.operator.latency_ms), ([0, 24], 0));
     let with = format!("{MINIMAL}\n[operator]\nhours = [8, 20]\nlatency = \"2h\"\n");
     let s = Scenario::parse(&with, "m").unwrap();
-    assert_eq!((s.operator.hours, s.operator.latency_ms), ([8, 20], 7_200_000));
+    assert_eq!(
+        (s.operator.hours, s.operator.latency_ms),
+        ([8, 20], 7_200_000)
+    );
     assert!(s.operator.on_duty(s.start_ms + 8 * 3_600_000));
     assert!(!s.operator.on_duty(s.start_ms + 20 * 3_600_000));
     for (bad, field) in [
