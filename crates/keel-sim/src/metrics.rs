@@ -191,7 +191,7 @@ pub fn median(v: &[f64]) -> Option<f64> {
     }
     xs.sort_by(f64::total_cmp);
     let m = xs.len() / 2;
-    let mid = if xs.len() % 2 == 0 {
+    let mid = if xs.len().is_multiple_of(2) {
         (xs[m - 1] + xs[m]) / 2.0
     } else {
         xs[m]

@@ -225,6 +225,32 @@ mod tests {
         assert!(report.ok(), "{report}");
     }
 
+    /// Issue 16 item 5: the operator's tenant key was refused for facts whose scope named no
+    /// tenant; the simulator scopes them to the scenario's tenant, suggestion included.
+    #[test]
+    fn fact_updates_are_scoped_to_the_scenarios_tenant() {
+        let given = vec![
+            json!({"key": "a", "scope": {"jurisdictions": ["DE"]}}),
+            json!({"key": "b"}),
+            json!({"key": "c", "scope": {"tenants": ["other"]}}),
+        ];
+        let got: Vec<Value> = tenant_facts(&given, "shop")
+            .iter()
+            .map(|f| f["scope"]["tenants"].clone())
+            .collect();
+        assert_eq!(
+            got,
+            vec![json!(["shop"]), json!(["shop"]), json!(["other"])]
+        );
+        let s = Scenario::load("vat-rate").unwrap();
+        let sug = suggestion(&s.changes[0].update, "", &s.tenant);
+        assert_eq!(
+            sug["scope"],
+            json!({"tenants": ["shop"], "jurisdictions": ["DE"]})
+        );
+        assert_eq!(sug["fact"], "de.vat.standard_rate");
+    }
+
     #[test]
     fn escaping() {
         assert_eq!(regex_escape("a.b(c)"), "a\\.b\\(c\\)");

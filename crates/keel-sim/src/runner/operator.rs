@@ -114,13 +114,7 @@ pub(super) fn receive(
     now: i64,
 ) {
     let canon = suggestion.to_string();
-    if st.acted.contains_key(&canon)
-        || st
-            .op
-            .inbox
-            .iter()
-            .any(|p| p.suggestion.to_string() == canon)
-    {
+    if st.acted.contains_key(&canon) || st.op.inbox.iter().any(|p| p.suggestion == *suggestion) {
         return;
     }
     st.op.inbox.push(Pending {
