@@ -47,9 +47,10 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ),
 ];
 
-/// What `keel demo` runs: a fixed showcase within about two minutes (loud feedback, realistic
-/// feedback, many changes on one day); `keel simulate` runs any bundled scenario or file.
-pub const SHOWCASE: &[&str] = &["leveraged-products", "vat-rate", "many-changes"];
+/// What `keel demo` runs: a fixed showcase within about two minutes (a safety recall with loud
+/// users, a fact change with realistic feedback, many changes on one day); `keel simulate` runs
+/// any bundled scenario or file.
+pub const SHOWCASE: &[&str] = &["recall", "vat-rate", "many-changes"];
 
 /// A parsed, validated scenario. Times are Unix milliseconds.
 #[derive(Debug, Clone, Serialize)]
