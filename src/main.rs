@@ -115,7 +115,7 @@ enum Command {
         #[command(subcommand)]
         verb: learn::LearnVerb,
     },
-    /// The main job, shown: bundled value-change scenarios under every strategy; prints the
+    /// The main job, shown: a fixed showcase of bundled scenarios under every strategy; prints the
     /// comparison table, writes ./keel-demo/results.json and report.html. No config needed.
     Demo(sim::DemoArgs),
     /// Stress tests: replay scenarios through the real gateway and grade every reply.

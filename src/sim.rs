@@ -10,7 +10,8 @@ use keel_sim::{report, Scenario};
 
 #[derive(Args)]
 pub(crate) struct SimulateArgs {
-    /// Scenario files, or bundled scenarios by name: leveraged-products, ja-term, recall.
+    /// Scenario files, or bundled scenarios by name: leveraged-products, ja-term, recall, their
+    /// `-realistic` copies, vat-rate, jp-majority, many-changes.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// static | monitor | continual (repeatable, or a comma list); default all three.
@@ -191,9 +192,9 @@ pub(crate) async fn sim_model(a: SimModelArgs) -> Result<()> {
 }
 
 pub(crate) async fn demo(a: DemoArgs) -> Result<()> {
-    let scenarios = keel_sim::scenario::BUNDLED
+    let scenarios = keel_sim::scenario::SHOWCASE
         .iter()
-        .map(|(n, _)| Scenario::load(n))
+        .map(|n| Scenario::load(n))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = Plan {
         scenarios,

@@ -58,6 +58,20 @@ async fn strategies_compare_and_results_are_deterministic() {
         "static runs no monitors"
     );
     assert!(mon.bad_served < st.bad_served, "{mon:?} vs {st:?}");
+    // Issues 15/16: per-change detail agrees with the totals; the operator never promotes.
+    for r in &results {
+        let row = &r.row;
+        assert_eq!(row.manual_promotions, 0, "{row:?}");
+        assert_eq!(row.per_change.len(), 1, "{row:?}");
+        let detected = row
+            .per_change
+            .iter()
+            .filter(|p| p.first_true_alert_ms.is_some())
+            .count() as u64;
+        assert_eq!(row.changes_detected, detected, "{row:?}");
+        let bad: u64 = row.per_change.iter().map(|p| p.bad_served).sum();
+        assert_eq!(row.bad_served, bad, "{row:?}");
+    }
     for v in [Variant::Announced, Variant::Unannounced] {
         let c = get(v, Strategy::Continual);
         let s = get(v, Strategy::Static);

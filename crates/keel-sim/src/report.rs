@@ -286,7 +286,7 @@ const LEGEND: [(&str, &str); 14] = [
     ("bad_served", "replies that were wrong at the simulated time they were served (the lower the better)"),
     ("withheld", "replies blocked or escalated instead of answered"),
     ("collateral", "withheld replies whose answer was in fact right"),
-    ("detect_delay", "affected replies served before the first true alert (mean over detected changes); - means no change was detected in that run (always for static, which has no monitors)"),
+    ("detect_delay", "affected replies served before the first true alert (an alert whose slice lies in the change's scope and whose evidence names one of its affected replies; median over detected changes); - means no change was detected in that run (always for static, which has no monitors)"),
     ("false_alarms/10k", "alerts not caused by a change, per 10,000 replies"),
     ("war_before", "wrong-answer rate on the affected replies before the fix was in force (whole run when never fixed)"),
     ("war_after", "the same after the fix was fully in force; - when it never was"),

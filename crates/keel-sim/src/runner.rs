@@ -144,10 +144,12 @@ struct RunState {
     rules: BTreeMap<usize, (Vec<Value>, Vec<Value>)>,
     /// suggestions the operator already acted on (canonical JSON → change)
     acted: HashMap<String, usize>,
-    /// rollout id → change index, for canaries in flight
-    rollouts: HashMap<String, usize>,
-    /// suggestions waiting for the canary in flight: (review id, suggestion, change)
-    queued: Vec<(String, Value, usize)>,
+    /// rollout id → the changes it fixes, for canaries in flight
+    rollouts: HashMap<String, Vec<usize>>,
+    /// the operator's desk: suggestions and alerts waiting for them
+    op: operator::Desk,
+    /// canaries promoted by a person (the simulated operator never promotes)
+    manual_promotions: u64,
     /// (request time, human time) for handoffs and escalations
     to_human: Vec<(i64, Option<i64>)>,
     pending_handoffs: Vec<(String, i64, usize)>,
@@ -230,7 +232,8 @@ pub async fn run(
         rules: BTreeMap::new(),
         acted: HashMap::new(),
         rollouts: HashMap::new(),
-        queued: Vec::new(),
+        op: operator::Desk::default(),
+        manual_promotions: 0,
         to_human: Vec::new(),
         pending_handoffs: Vec::new(),
         reviewed: HashSet::new(),
@@ -262,6 +265,7 @@ pub async fn run(
                 labels: st.labels,
                 end_ms,
                 ticks: &st.ticks,
+                manual_promotions: st.manual_promotions,
             };
             let (row, series) = metrics::compute(
                 s,
@@ -328,7 +332,10 @@ async fn drive(run: &Drive<'_>, st: &mut RunState) -> Result<(), SimError> {
             Method::POST,
             "/api/facts",
             &keys.admin,
-            Some(&json!({"facts": s.facts, "reason": "scenario: facts at the model's cut-off"})),
+            Some(
+                &json!({"facts": crate::update::tenant_facts(&s.facts, &s.tenant),
+                         "reason": "scenario: facts at the model's cut-off"}),
+            ),
         )
         .await?;
     }

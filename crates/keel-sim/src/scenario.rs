@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::SimError;
 
+mod people;
+pub use people::{in_hours, Operator, Reviewers};
+
 /// The bundled scenarios: (name, TOML), also in `scenarios/` in the repository.
 pub const BUNDLED: &[(&str, &str)] = &[
     (
@@ -21,7 +24,33 @@ pub const BUNDLED: &[(&str, &str)] = &[
     ),
     ("ja-term", include_str!("../../../scenarios/ja-term.toml")),
     ("recall", include_str!("../../../scenarios/recall.toml")),
+    (
+        "leveraged-products-realistic",
+        include_str!("../../../scenarios/leveraged-products-realistic.toml"),
+    ),
+    (
+        "ja-term-realistic",
+        include_str!("../../../scenarios/ja-term-realistic.toml"),
+    ),
+    (
+        "recall-realistic",
+        include_str!("../../../scenarios/recall-realistic.toml"),
+    ),
+    ("vat-rate", include_str!("../../../scenarios/vat-rate.toml")),
+    (
+        "jp-majority",
+        include_str!("../../../scenarios/jp-majority.toml"),
+    ),
+    (
+        "many-changes",
+        include_str!("../../../scenarios/many-changes.toml"),
+    ),
 ];
+
+/// What `keel demo` runs: a fixed showcase within about two minutes (a safety recall with loud
+/// users, a fact change with realistic feedback, many changes on one day); `keel simulate` runs
+/// any bundled scenario or file.
+pub const SHOWCASE: &[&str] = &["recall", "vat-rate", "many-changes"];
 
 /// A parsed, validated scenario. Times are Unix milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +67,7 @@ pub struct Scenario {
     pub topics: Vec<Topic>,
     pub users: Users,
     pub reviewers: Reviewers,
+    pub operator: Operator,
     pub gateway: GatewayKnobs,
     /// Facts registered before the start (the world as the operator knows it at cut-off).
     pub facts: Vec<Value>,
@@ -163,58 +193,6 @@ fn default_complaints() -> BTreeMap<String, String> {
         ("en".to_string(), "this answer is wrong".to_string()),
         ("ja".to_string(), "この回答は間違っています".to_string()),
     ])
-}
-
-/// `[reviewers]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reviewers {
-    #[serde(default = "default_reviewers")]
-    pub count: u32,
-    /// Working hours `[from, to)` in UTC (simulated time); `[0, 24]` = around the clock.
-    #[serde(default = "default_hours")]
-    pub hours: [u32; 2],
-    /// Time from an item entering the queue until a reviewer labels it (at the earliest).
-    #[serde(
-        rename = "latency",
-        default = "default_latency",
-        deserialize_with = "de_duration"
-    )]
-    pub latency_ms: i64,
-    /// Probability that a label is right (a wrong one flips the verdict and drops the suggestion).
-    #[serde(default = "default_accuracy")]
-    pub accuracy: f64,
-    /// Items one reviewer labels per working hour.
-    #[serde(default = "default_items_per_hour")]
-    pub items_per_hour: f64,
-}
-
-fn default_reviewers() -> u32 {
-    2
-}
-fn default_hours() -> [u32; 2] {
-    [9, 18]
-}
-fn default_latency() -> i64 {
-    30 * 60_000
-}
-fn default_accuracy() -> f64 {
-    0.95
-}
-fn default_items_per_hour() -> f64 {
-    12.0
-}
-
-impl Default for Reviewers {
-    fn default() -> Self {
-        Self {
-            count: default_reviewers(),
-            hours: default_hours(),
-            latency_ms: default_latency(),
-            accuracy: default_accuracy(),
-            items_per_hour: default_items_per_hour(),
-        }
-    }
 }
 
 /// `[gateway]`: the Keel knobs a sweep varies.
@@ -345,6 +323,8 @@ struct RawScenario {
     #[serde(default)]
     reviewers: Reviewers,
     #[serde(default)]
+    operator: Operator,
+    #[serde(default)]
     gateway: GatewayKnobs,
     #[serde(default)]
     facts: Vec<Value>,
@@ -383,7 +363,7 @@ fn yes() -> bool {
     true
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
@@ -427,6 +407,16 @@ pub fn language(locale: &str) -> &str {
 /// Looks up a per-language map by full locale, then by language.
 pub fn by_locale<'a, T>(map: &'a BTreeMap<String, T>, locale: &str) -> Option<&'a T> {
     map.get(locale).or_else(|| map.get(language(locale)))
+}
+
+/// Whether traffic of segment `seg` can ask about `topic` (its topic weight there is above 0).
+pub fn asks_about(seg: &SegmentMix, topic: &Topic) -> bool {
+    let w = if seg.topics.is_empty() {
+        topic.weight
+    } else {
+        seg.topics.get(&topic.id).copied().unwrap_or(0.0)
+    };
+    seg.weight > 0.0 && w > 0.0
 }
 
 /// Where a simulated slice sits (topic, sub-topic when known, locale, jurisdiction).
@@ -527,7 +517,13 @@ impl Scenario {
             }
             for (j, st) in topic.subtopics.iter().enumerate() {
                 let f = format!("topics[{i}].subtopics[{j}]");
-                for (k, seg) in t.segments.iter().enumerate() {
+                // Only segments that can ask about this topic need its prompts and answers.
+                for (k, seg) in t
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, seg)| asks_about(seg, topic))
+                {
                     let prompts = by_locale(&st.prompts, &seg.locale);
                     if prompts.is_none_or(|p| p.is_empty()) {
                         return Err(err(
@@ -583,6 +579,16 @@ impl Scenario {
                 "reviewers",
                 "items_per_hour and latency must not be negative".into(),
             ));
+        }
+        let op = &raw.operator;
+        if op.hours[0] > 24 || op.hours[1] > 24 || op.hours[0] >= op.hours[1] {
+            return Err(err(
+                "operator.hours",
+                "expected [from, to) with 0 <= from < to <= 24".into(),
+            ));
+        }
+        if op.latency_ms < 0 {
+            return Err(err("operator.latency", "must not be negative".into()));
         }
         let g = &raw.gateway;
         prob("gateway.sample_rate".into(), g.sample_rate)?;
@@ -703,6 +709,7 @@ impl Scenario {
             topics: raw.topics,
             users: raw.users,
             reviewers: raw.reviewers,
+            operator: raw.operator,
             gateway: raw.gateway,
             facts: raw.facts,
             changes,

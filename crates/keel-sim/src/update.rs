@@ -6,10 +6,34 @@ use serde_json::{json, Value};
 use crate::scenario::{Change, Update};
 use crate::SimError;
 
+/// Fact versions scoped to `tenant` (its admin key may set only its own facts): a version
+/// whose scope names no tenant gets `tenants = [tenant]`.
+pub fn tenant_facts(facts: &[Value], tenant: &str) -> Vec<Value> {
+    facts
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if f.is_object() {
+                if !f["scope"].is_object() {
+                    f["scope"] = json!({});
+                }
+                let none = f["scope"]["tenants"]
+                    .as_array()
+                    .is_none_or(|t| t.is_empty());
+                if none {
+                    f["scope"]["tenants"] = json!([tenant]);
+                }
+            }
+            f
+        })
+        .collect()
+}
+
 /// The suggestion a reviewer attaches to a label (`keel_loop::review::Suggestion` shape), for a
 /// reply reading `reply` (an escalation names the term the reply contains: one term per
-/// suggestion, in the reply's language).
-pub fn suggestion(u: &Update, reply: &str) -> Value {
+/// suggestion, in the reply's language). A fact update carries its fact's scope, tenant
+/// included, so the proposal finds the version it replaces.
+pub fn suggestion(u: &Update, reply: &str, tenant: &str) -> Value {
     let mut scope = json!({});
     if !u.scope.locales.is_empty() {
         scope["locales"] = json!(u.scope.locales);
@@ -36,10 +60,20 @@ pub fn suggestion(u: &Update, reply: &str) -> Value {
             s["from"] = json!(term);
         }
         _ => {
-            if let Some(f) = u.facts.first() {
+            if let Some(f) = tenant_facts(&u.facts, tenant).first() {
                 s["fact"] = f["key"].clone();
                 s["value"] = f["value"].clone();
                 s["effective_from"] = f["effective_from"].clone();
+                let mut scope = json!({});
+                for k in ["tenants", "locales", "jurisdictions"] {
+                    if f["scope"][k].as_array().is_some_and(|v| !v.is_empty()) {
+                        scope[k] = f["scope"][k].clone();
+                    }
+                }
+                if f["scope"]["topic"].is_string() {
+                    scope["topic"] = f["scope"]["topic"].clone();
+                }
+                s["scope"] = scope;
             }
         }
     }
@@ -171,11 +205,15 @@ mod tests {
     #[test]
     fn every_bundled_update_compiles_into_a_passing_bundle() {
         let mut extra = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for (name, _) in crate::scenario::BUNDLED {
             let s = Scenario::load(name).unwrap();
             for c in &s.changes {
-                extra.push(rules_for(c));
-                let sug = suggestion(&c.update, "");
+                // The realistic copies share their originals' changes.
+                if seen.insert(c.id.clone()) {
+                    extra.push(rules_for(c));
+                }
+                let sug = suggestion(&c.update, "", &s.tenant);
                 assert_eq!(sug["kind"], c.update.kind.as_str());
             }
         }
@@ -185,6 +223,32 @@ mod tests {
         let policy = keel_policy::Policy::compile(&bundle).unwrap();
         let report = keel_policy::run_tests(&policy);
         assert!(report.ok(), "{report}");
+    }
+
+    /// Issue 16 item 5: the operator's tenant key was refused for facts whose scope named no
+    /// tenant; the simulator scopes them to the scenario's tenant, suggestion included.
+    #[test]
+    fn fact_updates_are_scoped_to_the_scenarios_tenant() {
+        let given = vec![
+            json!({"key": "a", "scope": {"jurisdictions": ["DE"]}}),
+            json!({"key": "b"}),
+            json!({"key": "c", "scope": {"tenants": ["other"]}}),
+        ];
+        let got: Vec<Value> = tenant_facts(&given, "shop")
+            .iter()
+            .map(|f| f["scope"]["tenants"].clone())
+            .collect();
+        assert_eq!(
+            got,
+            vec![json!(["shop"]), json!(["shop"]), json!(["other"])]
+        );
+        let s = Scenario::load("vat-rate").unwrap();
+        let sug = suggestion(&s.changes[0].update, "", &s.tenant);
+        assert_eq!(
+            sug["scope"],
+            json!({"tenants": ["shop"], "jurisdictions": ["DE"]})
+        );
+        assert_eq!(sug["fact"], "de.vat.standard_rate");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::{chat, Client, Keys};
-use super::operator::{follow_rollouts, operator_acts};
+use super::operator::{follow_rollouts, operator_works, receive};
 use super::{RunSpec, RunState, Strategy};
 use crate::grade::{self, Grade, Slice};
 use crate::metrics::Served;
@@ -131,11 +131,6 @@ pub(super) async fn converse(
     Ok(out)
 }
 
-pub(super) fn in_hours(s: &Scenario, ms: i64) -> bool {
-    let hour = ((ms.rem_euclid(86_400_000)) / 3_600_000) as u32;
-    hour >= s.reviewers.hours[0] && hour < s.reviewers.hours[1]
-}
-
 /// What the people of a run (support staff, reviewers, the operator) work with.
 #[derive(Clone, Copy)]
 pub(super) struct Staff<'a> {
@@ -159,11 +154,11 @@ pub(super) async fn humans(
         c,
         keys,
         spec,
-        seed,
         update_api,
+        ..
     } = *staff;
     let s: &Scenario = &spec.scenario;
-    let on_duty = in_hours(s, now) && s.reviewers.count > 0;
+    let on_duty = s.reviewers.on_duty(now) && s.reviewers.count > 0;
     // Handoffs: a person joins once on duty and past the latency.
     if on_duty {
         let due: Vec<(String, i64, usize)> = st
@@ -192,14 +187,29 @@ pub(super) async fn humans(
     }
     if update_api {
         follow_rollouts(c, keys, now, st).await?;
-        if st.rollouts.is_empty() && !st.queued.is_empty() {
-            let (review, sug, change) = st.queued.remove(0);
-            operator_acts(staff, change, &review, &sug, now, st).await?;
-        }
     }
-    if !on_duty {
-        return Ok(());
+    if on_duty {
+        reviewers_work(staff, tick, now, st).await?;
     }
+    operator_works(staff, now, st).await
+}
+
+/// Reviewers label the open items past their latency, up to their capacity this tick; a right
+/// label on a now-wrong reply carries the change's update to the operator's desk.
+async fn reviewers_work(
+    staff: &Staff<'_>,
+    tick: u64,
+    now: i64,
+    st: &mut RunState,
+) -> Result<(), SimError> {
+    let Staff {
+        c,
+        keys,
+        spec,
+        seed,
+        ..
+    } = *staff;
+    let s: &Scenario = &spec.scenario;
     let capacity = (f64::from(s.reviewers.count) * s.reviewers.items_per_hour * s.tick_ms as f64
         / 3.6e6)
         .round() as usize;
@@ -274,7 +284,7 @@ pub(super) async fn humans(
                 let change = &s.changes[ch];
                 json!({"verdict": "outdated", "corrected_response": change.right,
                        "notes": format!("no longer right since {}", keel_core::clock::format_ms(change.effective_ms)),
-                       "suggestion": update::suggestion(&change.update, &reply)})
+                       "suggestion": update::suggestion(&change.update, &reply, &s.tenant)})
             }
             (Some(_), false) => json!({"verdict": "ok"}),
             (None, true) => json!({"verdict": "ok"}),
@@ -293,7 +303,7 @@ pub(super) async fn humans(
         }
         st.labels += 1;
         if let (Some(ch), true) = (wrong_change, accurate) {
-            operator_acts(staff, ch, &id, &label["suggestion"], now, st).await?;
+            receive(st, ch, &id, &label["suggestion"], now);
         }
     }
     Ok(())

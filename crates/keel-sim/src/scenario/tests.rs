@@ -118,3 +118,48 @@ fn durations() {
     assert!(parse_duration("3y").is_err());
     assert!(parse_duration("h").is_err());
 }
+
+/// Issue 16 item 5: a topic that a segment never asks about needs no prompts in its locale.
+#[test]
+fn prompts_are_needed_only_where_a_segment_asks() {
+    let two = MINIMAL.replacen(
+        "segments = [{ locale = \"de-DE\", jurisdiction = \"DE\", weight = 1 }]",
+        "segments = [{ locale = \"de-DE\", jurisdiction = \"DE\", weight = 1 },\n  \
+         { locale = \"fr-FR\", jurisdiction = \"FR\", weight = 1, topics = { tax = 0 } }]",
+        1,
+    );
+    assert_ne!(two, MINIMAL);
+    // fr-FR asks nothing about `tax` (weight 0): no French prompts needed…
+    assert!(Scenario::parse(&two, "m").is_ok());
+    // …but once it asks, they are.
+    let asks = two.replacen("topics = { tax = 0 }", "topics = { tax = 1 }", 1);
+    let e = Scenario::parse(&asks, "m").unwrap_err().to_string();
+    assert!(
+        e.contains("topics[0].subtopics[0].prompts") && e.contains("fr-FR"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_operator_section_is_optional_and_checked() {
+    let s = Scenario::parse(MINIMAL, "m").unwrap();
+    assert_eq!((s.operator.hours, s.operator.latency_ms), ([0, 24], 0));
+    let with = format!("{MINIMAL}\n[operator]\nhours = [8, 20]\nlatency = \"2h\"\n");
+    let s = Scenario::parse(&with, "m").unwrap();
+    assert_eq!(
+        (s.operator.hours, s.operator.latency_ms),
+        ([8, 20], 7_200_000)
+    );
+    assert!(s.operator.on_duty(s.start_ms + 8 * 3_600_000));
+    assert!(!s.operator.on_duty(s.start_ms + 20 * 3_600_000));
+    for (bad, field) in [
+        ("hours = [20, 8]", "operator.hours"),
+        ("hours = [0, 25]", "operator.hours"),
+        ("latency = \"soon\"", "latency"),
+        ("shift = 1", "shift"),
+    ] {
+        let text = format!("{MINIMAL}\n[operator]\n{bad}\n");
+        let e = Scenario::parse(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+}
