@@ -107,6 +107,10 @@ pub async fn serve(
         Some(_) => tokio::spawn(async {}),
         None => tokio::spawn(crate::background::rollouts(state.clone())),
     };
+    let judge = match (&state.sim, &state.config.judge) {
+        (None, Some(_)) => tokio::spawn(crate::judge::worker(state.clone())),
+        _ => tokio::spawn(async {}),
+    };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
     let draining = state.draining.clone();
@@ -139,6 +143,7 @@ pub async fn serve(
         monitor.abort();
         learner.abort();
         rollouts.abort();
+        judge.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

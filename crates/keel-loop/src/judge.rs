@@ -9,8 +9,6 @@ use keel_core::{EventKind, NewEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::LoopError;
-
 /// The first words of the judge's system message: how a model (the simulator's, a proxy)
 /// recognises a judge request.
 pub const JUDGE_MARKER: &str = "You are Keel's judge.";
@@ -93,8 +91,8 @@ fn default_max_tokens() -> u32 {
 
 impl JudgeConfig {
     /// Checks ranges; the error names the key.
-    pub fn validate(&self) -> Result<(), LoopError> {
-        let bad = |k: &str, why: &str| Err(LoopError::Config(format!("judge.{k}: {why}")));
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |k: &str, why: &str| Err(format!("judge.{k}: {why}"));
         for (k, r) in [
             ("sample_rate", self.sample_rate),
             ("boost_rate", self.boost_rate),
