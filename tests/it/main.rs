@@ -14,6 +14,7 @@ mod durability;
 mod facts;
 mod faults;
 mod fixture;
+mod judge;
 mod knobs;
 mod learn;
 mod ledger;

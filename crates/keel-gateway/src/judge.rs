@@ -129,6 +129,14 @@ fn to_json(ws: &WorkerState) -> Result<String, GatewayError> {
     serde_json::to_string(ws).map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
+/// Loads the saved state before the server takes traffic (a fresh judge starts at the end of
+/// the log as it is at start-up).
+pub async fn resume(state: &AppState) -> Result<(), GatewayError> {
+    let ws = load(state).await?;
+    *state.judge.lock().await = Some(ws);
+    Ok(())
+}
+
 /// The saved state, or a fresh one starting at the end of the log (the judge audits replies
 /// from when it was configured, not the history).
 async fn load(state: &AppState) -> Result<WorkerState, GatewayError> {

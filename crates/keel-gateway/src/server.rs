@@ -88,6 +88,9 @@ pub async fn serve(
     if let Err(e) = crate::learn::learn_step(&state).await {
         tracing::warn!(error = %e, "learned monitor did not catch up at start-up");
     }
+    if state.config.judge.is_some() {
+        crate::judge::resume(&state).await?;
+    }
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
