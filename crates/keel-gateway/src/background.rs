@@ -240,9 +240,6 @@ pub async fn run(state: AppState) {
         if let Err(e) = state.policies.refresh_facts(state.store.as_ref()).await {
             tracing::warn!(error = %e, "facts refresh failed");
         }
-        if let Ok(n) = state.store.count_alerts().await {
-            metrics::gauge!(crate::telemetry::ALERTS_OPEN).set(n as f64);
-        }
         if state.sim.is_some() {
             // Sim mode: checkpoints are issued by the barrier; retention does not run.
             continue;

@@ -130,12 +130,6 @@ fn fields(body: &Value) -> Result<(String, Option<String>), GatewayError> {
     Ok((reason, proposal))
 }
 
-async fn open_gauge(state: &AppState) {
-    if let Ok(n) = state.store.count_alerts().await {
-        metrics::gauge!(crate::telemetry::ALERTS_OPEN).set(n as f64);
-    }
-}
-
 async fn ack(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,7 +139,6 @@ async fn ack(
     let (reason, _) = fields(&body)?;
     let (store, clock) = (state.store.as_ref(), state.clock.as_ref());
     let a = alerts::ack(store, clock, &caller.actor(), &id, &reason).await?;
-    open_gauge(&state).await;
     Ok(Json(alert_json(&a)).into_response())
 }
 
@@ -166,6 +159,5 @@ async fn resolve(
         proposal.as_deref(),
     )
     .await?;
-    open_gauge(&state).await;
     Ok(Json(alert_json(&a)).into_response())
 }
