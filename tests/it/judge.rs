@@ -1,5 +1,5 @@
 //! The judge worker against the mock upstream: verdicts recorded as `JudgeVerdict` events (and
-//! review items for `outdated`/`violation`); garbage, a timeout and a 500 become a recorded
+//! review items for `outdated`/`violation`; the learned monitor trains on them); garbage, a timeout and a 500 become a recorded
 //! `unsure` with `error` after retries; the budget sheds beyond `requests_per_minute` and
 //! counts it; `/metrics` shows requests, failures, timeouts, shed and verdicts.
 
@@ -164,6 +164,10 @@ async fn an_outdated_verdict_is_recorded_with_a_review_item() {
         reason.contains("10 percent since 2019") && reason.contains("It is 10 percent."),
         "{reason}"
     );
+    // The verdict trains the learned monitor (at the judge's lower weight).
+    let state = j.p.gw.state().unwrap();
+    keel_gateway::learn::learn_step(state).await.unwrap();
+    assert_eq!(state.learned.status()["examples"], 1);
     // A second step judges nothing new.
     j.step().await;
     assert_eq!(j.verdicts().await.len(), 1);
@@ -234,6 +238,10 @@ async fn judge_failures_are_recorded_as_unsure_after_retries() {
             .await
             .unwrap();
     assert!(items.is_empty());
+    // Only the two `ok` verdicts teach the learned monitor; `unsure` does not.
+    let state = j.p.gw.state().unwrap();
+    keel_gateway::learn::learn_step(state).await.unwrap();
+    assert_eq!(state.learned.status()["examples"], 2);
     let m = j.metrics().await;
     assert_eq!(sample(&m, "keel_judge_timeouts_total", &[]), 2.0, "{m}");
     assert_eq!(
