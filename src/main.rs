@@ -2,6 +2,7 @@
 //!
 //! Logs and progress go to stderr; stdout carries only each command's result.
 
+mod alerts;
 mod audit;
 mod backfill;
 mod facts;
@@ -90,6 +91,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         verb: AuditVerb,
+    },
+    /// Drift alerts: list, show, ack and resolve (open → acknowledged → resolved).
+    Alerts {
+        #[command(subcommand)]
+        verb: alerts::AlertsVerb,
     },
     /// The review queue: list, show, claim and label items.
     Review {
@@ -508,6 +514,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));
             audit::run(verb, clock).await
+        }
+        Command::Alerts { verb } => {
+            init_logging(log_override.unwrap_or(LogFormat::Text));
+            alerts::run(verb, clock).await
         }
         Command::Review { verb } => {
             init_logging(log_override.unwrap_or(LogFormat::Text));

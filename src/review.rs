@@ -34,7 +34,7 @@ pub(crate) enum ReviewVerb {
         /// open | claimed | done
         #[arg(long)]
         status: Option<String>,
-        /// escalation | alert | user_report | audit_sample
+        /// escalation | alert | user_report | audit_sample | judge
         #[arg(long)]
         source: Option<String>,
         #[arg(long, default_value_t = 50)]

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod alerts;
 mod api;
 mod bad_input;
 mod chat;
@@ -14,6 +15,7 @@ mod durability;
 mod facts;
 mod faults;
 mod fixture;
+mod judge;
 mod knobs;
 mod learn;
 mod ledger;

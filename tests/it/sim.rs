@@ -135,3 +135,76 @@ fn simulate_names_a_bad_scenario_field() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown strategy"));
 }
+
+/// A scenario with `[judge]`: the runner configures the gateway's judge, the scenario model
+/// answers its requests from the truth, verdicts are recorded, and results stay deterministic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scenario_judge_audits_replies_deterministically() {
+    let text = format!(
+        "{}\n[judge]\naccuracy = 1.0\nsample_rate = 0.2\nknows_after = \"1h\"\n",
+        keel_sim::scenario::BUNDLED
+            .iter()
+            .find(|(n, _)| *n == "leveraged-products")
+            .map(|(_, t)| *t)
+            .unwrap()
+            .replace("duration = \"6d\"", "duration = \"36h\"")
+            .replace("effective = \"2d\"", "effective = \"12h\"")
+            .replace("conversations_per_tick = 24", "conversations_per_tick = 18")
+    );
+    let run = |dir: std::path::PathBuf, concurrency: usize| {
+        let s = Scenario::parse(&text, "tiny-judge").unwrap();
+        async move {
+            let p = Plan {
+                scenarios: vec![s],
+                variants: vec![Variant::Unannounced],
+                strategies: vec![Strategy::Monitor],
+                seed: Some(5),
+                out: dir.clone(),
+                sweep: None,
+                concurrency,
+                parallel: 1,
+                progress: false,
+            };
+            let (results, _) = simulate(&p, false).await.unwrap();
+            keel_sim::report::write(&dir, &results, "t").unwrap();
+            std::fs::read_to_string(dir.join("results.json")).unwrap()
+        }
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = run(d1.path().to_path_buf(), 8).await;
+    let b = run(d2.path().to_path_buf(), 3).await;
+    assert_eq!(a, b);
+    // The verdicts are in the run's log: some `ok`, and `outdated` once the change is known.
+    let runs = d1.path().join("runs");
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let db = run_dir.join("keel.db");
+    let store = keel_service::open_store(
+        &format!("sqlite://{}", db.display()),
+        keel_store::Durability::Durable,
+    )
+    .await
+    .unwrap();
+    let verdicts = store
+        .events_of_kinds_after(&[keel_core::EventKind::JUDGE_VERDICT], 0, 100_000)
+        .await
+        .unwrap();
+    let count = |v: &str| {
+        verdicts
+            .iter()
+            .filter(|e| e.payload["verdict"] == v)
+            .count()
+    };
+    assert!(
+        count("ok") > 0 && count("outdated") > 0,
+        "ok {} outdated {}",
+        count("ok"),
+        count("outdated")
+    );
+    assert_eq!(count("unsure"), 0, "the scenario model always answers");
+    store.close().await;
+}

@@ -24,12 +24,15 @@ impl EventKind {
     pub const REVIEW_COMPLETED: &'static str = "ReviewCompleted";
     pub const DATASET_EXPORTED: &'static str = "DatasetExported";
     pub const ALERT_RAISED: &'static str = "AlertRaised";
+    pub const ALERT_ACKNOWLEDGED: &'static str = "AlertAcknowledged";
+    pub const ALERT_RESOLVED: &'static str = "AlertResolved";
+    pub const JUDGE_VERDICT: &'static str = "JudgeVerdict";
     pub const PROPOSAL_CREATED: &'static str = "ProposalCreated";
     pub const PROPOSAL_DECIDED: &'static str = "ProposalDecided";
     pub const PAYLOAD_ERASED: &'static str = "PayloadErased";
 
     /// Every kind, in the order of ARCHITECTURE.md's table.
-    pub const ALL: [&'static str; 17] = [
+    pub const ALL: [&'static str; 20] = [
         Self::INTERACTION_RECORDED,
         Self::KEY_CREATED,
         Self::KEY_REVOKED,
@@ -44,6 +47,9 @@ impl EventKind {
         Self::REVIEW_COMPLETED,
         Self::DATASET_EXPORTED,
         Self::ALERT_RAISED,
+        Self::ALERT_ACKNOWLEDGED,
+        Self::ALERT_RESOLVED,
+        Self::JUDGE_VERDICT,
         Self::PROPOSAL_CREATED,
         Self::PROPOSAL_DECIDED,
         Self::PAYLOAD_ERASED,

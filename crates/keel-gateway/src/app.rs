@@ -34,6 +34,8 @@ pub struct AppState {
     pub policies: Arc<crate::policy::PolicyRuntime>,
     /// The learned monitor: the scorer the request path reads, the model the worker trains.
     pub learned: Arc<crate::learn::LearnedMonitor>,
+    /// The judge worker's state (loaded on its first step; `[judge]` only).
+    pub judge: Arc<tokio::sync::Mutex<Option<keel_loop::judge::WorkerState>>>,
     /// Signs ledger checkpoints.
     pub signer: Arc<keel_audit::LedgerSigner>,
     /// Serialises on-demand checkpoints (at most one a second); holds the last issue time.
@@ -61,6 +63,7 @@ impl AppState {
             keys: Arc::new(crate::auth::KeyCache::default()),
             policies: Arc::new(crate::policy::PolicyRuntime::new(learned.clone())?),
             learned,
+            judge: Arc::new(tokio::sync::Mutex::new(None)),
             signer: Arc::new(signer),
             on_demand: Arc::new(tokio::sync::Mutex::new(i64::MIN / 2)),
             config: Arc::new(config),

@@ -1,5 +1,5 @@
 //! Background work of a running server: periodic checkpoints and payload retention, the
-//! monitor, and the rollout worker.
+//! monitor, and the rollout worker (the judge worker is `crate::judge`, driven here in sim mode).
 
 use std::time::Duration;
 
@@ -88,6 +88,9 @@ pub async fn drive(state: &AppState, seq: Option<i64>) -> Result<i64, GatewayErr
         }
         crate::learn::learn_step(state).await?;
         rollouts_step(state).await?;
+        if state.config.judge.is_some() {
+            crate::judge::judge_step(state).await?;
+        }
         if state.store.last_seq().await? == before {
             break;
         }

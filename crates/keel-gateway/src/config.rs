@@ -59,6 +59,10 @@ pub struct Config {
     /// maximum duration per step), with per-tenant overrides (`docs/rollouts.md`).
     #[serde(default)]
     pub rollouts: keel_loop::update::rollout::RolloutsConfig,
+    /// The judge: a second model auditing a sample of replies in the background (off unless
+    /// set; `docs/judge.md`).
+    #[serde(default)]
+    pub judge: Option<keel_loop::judge::JudgeConfig>,
 }
 
 /// `[sim]`: with `manual_clock = true` the gateway runs on a manual clock that only
@@ -430,6 +434,19 @@ impl Config {
             .map_err(|e| GatewayError::Config(format!("learn: {e}")))?;
         self.update.validate().map_err(GatewayError::Config)?;
         self.rollouts.validate().map_err(GatewayError::Config)?;
+        if let Some(j) = &self.judge {
+            j.validate().map_err(GatewayError::Config)?;
+            if !self.upstreams.iter().any(|u| u.name == j.upstream) {
+                let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+                let hint = crate::config_error::closest(&j.upstream, &names)
+                    .map(|c| format!(" (did you mean {c}?)"))
+                    .unwrap_or_else(|| format!(" (configured: {})", names.join(", ")));
+                return Err(GatewayError::Config(format!(
+                    "judge.upstream: `{}` is not a configured upstream{hint}",
+                    j.upstream
+                )));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return Err(GatewayError::Config(
                 "server.max_body_bytes must be positive".into(),

@@ -52,7 +52,7 @@ fn one(origin: &str, path: &[String], kind: &Kind) -> String {
 }
 
 /// The expected name nearest to `got` (edit distance at most 2, or a third of its length).
-fn closest<'a>(got: &str, expected: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(got: &str, expected: &[&'a str]) -> Option<&'a str> {
     let limit = (got.chars().count() / 3).max(2);
     expected
         .iter()

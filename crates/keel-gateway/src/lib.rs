@@ -13,6 +13,7 @@ pub mod config;
 pub mod config_error;
 pub mod error;
 pub mod extract;
+pub mod judge;
 pub mod learn;
 pub mod ops;
 pub mod policy;

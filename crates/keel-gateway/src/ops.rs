@@ -47,7 +47,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Read at scrape time, so acknowledgements and resolutions by the CLI or another replica
+    // show at once.
+    if let Ok(n) = state.store.count_alerts().await {
+        metrics::gauge!(crate::telemetry::ALERTS_OPEN).set(n as f64);
+    }
     match crate::telemetry::prometheus() {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -88,6 +88,9 @@ pub async fn serve(
     if let Err(e) = crate::learn::learn_step(&state).await {
         tracing::warn!(error = %e, "learned monitor did not catch up at start-up");
     }
+    if state.config.judge.is_some() {
+        crate::judge::resume(&state).await?;
+    }
     tracing::info!(%addr, last_seq = last, "keel gateway listening");
     state.set_ready();
     let background = tokio::spawn(crate::background::run(state.clone()));
@@ -106,6 +109,10 @@ pub async fn serve(
     let rollouts = match &state.sim {
         Some(_) => tokio::spawn(async {}),
         None => tokio::spawn(crate::background::rollouts(state.clone())),
+    };
+    let judge = match (&state.sim, &state.config.judge) {
+        (None, Some(_)) => tokio::spawn(crate::judge::worker(state.clone())),
+        _ => tokio::spawn(async {}),
     };
     let app = build_router(state.clone());
     let (stop, mut stopped) = watch::channel(false);
@@ -139,6 +146,7 @@ pub async fn serve(
         monitor.abort();
         learner.abort();
         rollouts.abort();
+        judge.abort();
         store.close().await;
         tracing::info!("store flushed; gateway stopped");
         served

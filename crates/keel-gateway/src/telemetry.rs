@@ -26,6 +26,19 @@ pub const LEARNED_SCORE_SECONDS: &str = "keel_learned_score_seconds";
 /// Counter: reviews the learned monitor trained on.
 pub const LEARNED_REVIEWS: &str = "keel_learned_reviews_total";
 
+/// Counter: judge attempts by result (`ok`, `timeout`, `status`, `transport`, `unreadable`).
+pub const JUDGE_REQUESTS: &str = "keel_judge_requests_total";
+/// Counter: judge attempts that failed (every result but `ok`), by kind.
+pub const JUDGE_FAILURES: &str = "keel_judge_failures_total";
+/// Counter: judge attempts that timed out.
+pub const JUDGE_TIMEOUTS: &str = "keel_judge_timeouts_total";
+/// Counter: sampled replies not judged, by reason (`rate_limit`, `token_budget`, `stale`).
+pub const JUDGE_SHED: &str = "keel_judge_shed_total";
+/// Counter: verdicts recorded, by verdict (`ok`, `outdated`, `violation`, `unsure`).
+pub const JUDGE_VERDICTS: &str = "keel_judge_verdicts_total";
+/// Counter: tokens the judge spent (reported by the upstream, else estimated).
+pub const JUDGE_TOKENS: &str = "keel_judge_tokens_total";
+
 /// Gauge: alerts raised and not yet resolved.
 pub const ALERTS_OPEN: &str = "keel_alerts_open";
 /// Automatic rollout steps and live canaries: recorded by the service's rollout worker step.

@@ -258,6 +258,68 @@ impl Upstreams {
     }
 }
 
+/// Why one direct attempt ([`Upstreams::post_json`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// No answer within the time limit.
+    Timeout,
+    /// A non-success status; `retry`: 429 or 5xx.
+    Status { status: u16, retry: bool },
+    /// Connect or transport failure, or a body that is not JSON.
+    Transport(String),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Timeout => write!(f, "timed out"),
+            AttemptError::Status { status, .. } => write!(f, "answered status {status}"),
+            AttemptError::Transport(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Upstreams {
+    /// One attempt of a chat completion at the upstream named `name` (no retries, no fallback;
+    /// callers such as the judge worker apply their own), the whole JSON answer read within
+    /// `timeout`.
+    pub async fn post_json(
+        &self,
+        name: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, AttemptError> {
+        let Some(u) = self.list.iter().find(|u| u.config.name == name) else {
+            return Err(AttemptError::Transport(format!(
+                "upstream `{name}` is not configured"
+            )));
+        };
+        let mut req = self.client.post(&u.chat_url).json(body);
+        if let Some(k) = &u.api_key {
+            req = req.bearer_auth(k);
+        }
+        let call = async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| AttemptError::Transport(error_chain(&e)))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(AttemptError::Status {
+                    status: status.as_u16(),
+                    retry: status.is_server_error() || status.as_u16() == 429,
+                });
+            }
+            resp.json::<serde_json::Value>().await.map_err(|e| {
+                AttemptError::Transport(format!("unreadable body: {}", error_chain(&e)))
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| AttemptError::Timeout)?
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

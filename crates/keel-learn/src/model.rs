@@ -230,6 +230,23 @@ impl Model {
     /// is available), then takes one class-weighted AdaGrad step per label. Deterministic: the
     /// same sequence of examples gives bit-identical weights.
     pub fn learn(&mut self, ex: &Example<'_>) -> Result<LearnOutcome, LearnError> {
+        self.learn_weighted(ex, 1.0)
+    }
+
+    /// [`Model::learn`] with the example's gradient scaled by `weight` (0 < weight ≤ 1): a
+    /// weaker label than a reviewer's, such as a judge model's verdict. Only full-weight
+    /// examples enter the prequential precision/recall (which measures agreement with
+    /// reviewers). `weight = 1.0` is exactly [`Model::learn`].
+    pub fn learn_weighted(
+        &mut self,
+        ex: &Example<'_>,
+        weight: f32,
+    ) -> Result<LearnOutcome, LearnError> {
+        if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
+            return Err(LearnError::Config(format!(
+                "an example weight must be in (0, 1], not {weight}"
+            )));
+        }
         if !VERDICTS.contains(&ex.verdict) {
             return Err(LearnError::Verdict(ex.verdict.to_string()));
         }
@@ -259,7 +276,7 @@ impl Model {
                 None => label.name == ex.verdict,
             };
             let p = predict(&label.w, &feats);
-            if label.available(min) {
+            if label.available(min) && weight >= 1.0 {
                 label
                     .window
                     .push_back(u8::from(p >= 0.5) | (u8::from(y) << 1));
@@ -277,7 +294,7 @@ impl Model {
                 (label.negatives, label.positives)
             };
             let cw = ((other as f32 + 1.0) / (same as f32 + 1.0)).clamp(1.0, max_cw);
-            let err = (p - f32::from(u8::from(y))) * cw;
+            let err = (p - f32::from(u8::from(y))) * cw * weight;
             let bias = label.w.len() - 1;
             let step = |w: &mut Vec<f32>, g: &mut Vec<f32>, i: usize, x: f32| {
                 let gi = err * x;

@@ -501,3 +501,58 @@ fn categories_are_capped() {
 
 #[cfg(test)]
 mod paraphrased;
+
+/// A judge's verdict teaches less than a reviewer's: `learn_weighted(…, 1.0)` is exactly
+/// `learn`, a lower weight moves the score less, and weighted examples stay out of the
+/// prequential window.
+#[test]
+fn weighted_examples_move_the_model_less() {
+    let cfg = Config {
+        min_examples: 1,
+        ..Config::default()
+    };
+    let warm = |m: &mut Model| {
+        for (text, verdict) in [
+            ("The old rate of 8 percent still applies.", "outdated"),
+            ("Your parcel ships tomorrow.", "ok"),
+        ] {
+            m.learn(&Example {
+                text,
+                verdict,
+                category: None,
+            })
+            .unwrap();
+        }
+    };
+    let ex = Example {
+        text: "The tax is still 8 percent under the old rule.",
+        verdict: "outdated",
+        category: None,
+    };
+    let outdated = |m: &Model| m.score(ex.text)[0].1.unwrap();
+    let (mut a, mut b, mut full, mut light) = (
+        Model::new(cfg.clone()).unwrap(),
+        Model::new(cfg.clone()).unwrap(),
+        Model::new(cfg.clone()).unwrap(),
+        Model::new(cfg.clone()).unwrap(),
+    );
+    for m in [&mut a, &mut b, &mut full, &mut light] {
+        warm(m);
+    }
+    a.learn(&ex).unwrap();
+    b.learn_weighted(&ex, 1.0).unwrap();
+    assert_eq!(a.digest(), b.digest());
+    let before = outdated(&full);
+    full.learn_weighted(&ex, 1.0).unwrap();
+    light.learn_weighted(&ex, 0.3).unwrap();
+    let (gain_full, gain_light) = (outdated(&full) - before, outdated(&light) - before);
+    assert!(
+        gain_light > 0.0 && gain_light < gain_full,
+        "{gain_light} vs {gain_full}"
+    );
+    let evaluated = |m: &Model| m.status()[0].evaluated;
+    assert_eq!(evaluated(&light) + 1, evaluated(&full));
+    for w in [0.0, -1.0, 1.5, f32::NAN] {
+        assert!(light.learn_weighted(&ex, w).is_err(), "{w}");
+    }
+}

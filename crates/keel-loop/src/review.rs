@@ -20,7 +20,13 @@ pub mod kinds {
 }
 
 /// Where a review item came from.
-pub const SOURCES: [&str; 4] = ["escalation", "alert", "user_report", "audit_sample"];
+pub const SOURCES: [&str; 5] = [
+    "escalation",
+    "alert",
+    "user_report",
+    "audit_sample",
+    "judge",
+];
 
 /// Item severities, weakest first; the queue serves the strongest first, then the oldest.
 pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];

@@ -1,5 +1,6 @@
 //! The learned monitor's IO: the persisted model (loaded, trained on `ReviewCompleted` events
-//! in sequence order, its status) and `rebuild`, which retrains from the history and compares
+//! in sequence order — and on `JudgeVerdict`s (`ok`/`outdated`/`violation`) at the lower
+//! [`JUDGE_WEIGHT`] —, its status) and `rebuild`, which retrains from the history and compares
 //! digests with the online model. The gateway's worker calls [`train`]; the CLI calls
 //! [`status`] and [`rebuild`].
 
@@ -13,6 +14,10 @@ use crate::error::ServiceError;
 
 /// `worker_state` key of the persisted model.
 pub const STATE_KEY: &str = "learned";
+
+/// How much a judge model's verdict counts against a reviewer's label (the gradient scale of
+/// its example): a judge is a weaker, cheaper witness.
+pub const JUDGE_WEIGHT: f32 = 0.3;
 
 /// The reply text a review is about (and new replies are scored on): what the upstream said
 /// (before the policy changed it), first choice; else the served text.
@@ -51,7 +56,11 @@ pub async fn train(
     let mut report = TrainReport::default();
     'pages: loop {
         let page = store
-            .events_of_kinds_after(&[kinds::COMPLETED], model.cursor, 1_000)
+            .events_of_kinds_after(
+                &[kinds::COMPLETED, keel_core::EventKind::JUDGE_VERDICT],
+                model.cursor,
+                1_000,
+            )
             .await?;
         if page.is_empty() {
             break;
@@ -82,6 +91,12 @@ async fn learn_one(
     let (Some(verdict), Some(id)) = (p["verdict"].as_str(), p["interaction_id"].as_str()) else {
         return Ok(false);
     };
+    let judged = ev.kind == keel_core::EventKind::JUDGE_VERDICT;
+    if judged && !matches!(verdict, "ok" | "outdated" | "violation") {
+        // `unsure` (and failed calls) teach nothing.
+        return Ok(false);
+    }
+    let weight = if judged { JUDGE_WEIGHT } else { 1.0 };
     let Some(row) = store.interaction(id).await? else {
         return Ok(false);
     };
@@ -93,7 +108,7 @@ async fn learn_one(
         verdict,
         category: p["category"].as_str(),
     };
-    match model.learn(&ex) {
+    match model.learn_weighted(&ex, weight) {
         Ok(learned) => {
             for (label, score, actual) in &learned.predictions {
                 tracing::debug!(seq = ev.seq, %label, score, actual, "prequential prediction");

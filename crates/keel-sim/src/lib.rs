@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod grade;
+pub mod judge;
 pub mod metrics;
 pub mod model;
 pub mod report;

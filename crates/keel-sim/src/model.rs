@@ -33,6 +33,8 @@ pub struct ModelIndex {
     /// (words of a prompt, where it points)
     bags: Vec<(Vec<String>, (usize, usize, String))>,
     answers: Vec<Vec<std::collections::BTreeMap<String, String>>>,
+    /// The scenario and its `[judge]`, when it has one.
+    judge: Option<(Arc<Scenario>, crate::judge::JudgeSpec)>,
 }
 
 fn norm(s: &str) -> String {
@@ -82,12 +84,26 @@ impl ModelIndex {
                 .iter()
                 .map(|t| t.subtopics.iter().map(|st| st.answers.clone()).collect())
                 .collect(),
+            judge: s.judge.clone().map(|j| (Arc::new(s.clone()), j)),
         }
     }
 
     /// The frozen answer to a prompt.
     pub fn answer(&self, prompt: &str) -> &str {
-        let hit = self.exact.get(&norm(prompt)).or_else(|| {
+        self.locate(prompt)
+            .and_then(|(t, s, lang)| {
+                self.answers
+                    .get(*t)
+                    .and_then(|v| v.get(*s))
+                    .and_then(|a| by_locale(a, lang))
+            })
+            .map(String::as_str)
+            .unwrap_or(FALLBACK)
+    }
+
+    /// (topic, sub-topic, language) a prompt is about.
+    fn locate(&self, prompt: &str) -> Option<&(usize, usize, String)> {
+        self.exact.get(&norm(prompt)).or_else(|| {
             let w = words(prompt);
             self.bags
                 .iter()
@@ -95,15 +111,35 @@ impl ModelIndex {
                 .filter(|(n, _)| *n > 0)
                 .max_by_key(|(n, _)| *n)
                 .map(|(_, at)| at)
-        });
-        hit.and_then(|(t, s, lang)| {
-            self.answers
-                .get(*t)
-                .and_then(|v| v.get(*s))
-                .and_then(|a| by_locale(a, lang))
         })
-        .map(String::as_str)
-        .unwrap_or(FALLBACK)
+    }
+
+    /// The simulated judge's answer to a judge request, when the scenario has a judge and
+    /// `body` is a judge request.
+    async fn judge(&self, body: &Value) -> Option<Response> {
+        let (s, spec) = self.judge.as_ref()?;
+        let q = keel_loop::judge::question_of_request(body)?;
+        let subtopic = self
+            .locate(&q.question)
+            .and_then(|(t, st, _)| s.topics.get(*t)?.subtopics.get(*st))
+            .map(|st| st.id.as_str());
+        let verdict = crate::judge::verdict(s, spec, &q, subtopic);
+        if spec.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(spec.latency_ms as u64)).await;
+        }
+        let content = verdict.to_string();
+        let usage = json!({"prompt_tokens": tokens(&q.reply), "completion_tokens": tokens(&content),
+                           "total_tokens": tokens(&q.reply) + tokens(&content)});
+        Some(
+            Json(json!({
+                "id": format!("chatcmpl-judge{:x}", fnv(&q.interaction_id)), "object": "chat.completion",
+                "created": self.created, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null},
+                             "logprobs": null, "finish_reason": "stop"}],
+                "usage": usage, "system_fingerprint": null,
+            }))
+            .into_response(),
+        )
     }
 }
 
@@ -140,6 +176,9 @@ async fn completions(State(ix): State<Arc<ModelIndex>>, body: bytes::Bytes) -> R
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid JSON body");
     };
+    if let Some(r) = ix.judge(&body).await {
+        return r;
+    }
     let Some(prompt) = last_user_text(&body) else {
         return error(StatusCode::BAD_REQUEST, "no user message");
     };

@@ -72,6 +72,9 @@ pub struct Scenario {
     /// Facts registered before the start (the world as the operator knows it at cut-off).
     pub facts: Vec<Value>,
     pub changes: Vec<Change>,
+    /// `[judge]`: a judge auditing sampled replies (none without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::judge::JudgeSpec>,
 }
 
 /// `[traffic]`
@@ -330,6 +333,8 @@ struct RawScenario {
     facts: Vec<Value>,
     #[serde(default)]
     changes: Vec<RawChange>,
+    #[serde(default)]
+    judge: Option<crate::judge::RawJudge>,
 }
 
 fn default_tenant() -> String {
@@ -696,7 +701,13 @@ impl Scenario {
                 update: c.update,
             });
         }
+        let ids: Vec<&str> = changes.iter().map(|c: &Change| c.id.as_str()).collect();
+        let judge = match &raw.judge {
+            Some(j) => Some(j.validate(&ids).map_err(|(f, m)| err(&f, m))?),
+            None => None,
+        };
         Ok(Scenario {
+            judge,
             name: raw.name,
             description: raw.description,
             seed: raw.seed,

@@ -73,18 +73,34 @@ pub enum SeqFilter {
 pub struct AlertQuery {
     pub tenant: Option<String>,
     pub metric: Option<String>,
+    /// `open`, `acknowledged` or `resolved`; `None` = any.
+    pub status: Option<String>,
     pub before_seq: Option<i64>,
     pub limit: u32,
 }
 
-/// One alert (its `AlertRaised` payload).
+/// One alert (its `AlertRaised` payload) and where it is in its lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertRow {
     pub id: String,
     pub seq: i64,
     pub tenant: String,
     pub at_ms: i64,
+    /// `open`, `acknowledged` or `resolved`.
+    pub status: String,
+    pub acknowledged: Option<AlertAction>,
+    pub resolved: Option<AlertAction>,
     pub alert: serde_json::Value,
+}
+
+/// Who acknowledged or resolved an alert, when and why (and the proposal a resolution links).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertAction {
+    pub by: String,
+    pub at_ms: i64,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
 }
 
 /// One interaction as the read API returns it.
@@ -122,7 +138,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Alerts matching `q`, newest first.
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>, StoreError>;
 
-    /// How many alerts exist.
+    /// One alert by id.
+    async fn alert(&self, id: &str) -> Result<Option<AlertRow>, StoreError>;
+
+    /// How many alerts are open (raised, not acknowledged or resolved).
     async fn count_alerts(&self) -> Result<u64, StoreError>;
 
     /// `FactSet` events in log order: all of them, or one key's history.

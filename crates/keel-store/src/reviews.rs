@@ -2,7 +2,8 @@
 //! labels, all projected from their events in the events' own transactions.
 //!
 //! Review items appear with the event that causes them (an escalated `InteractionRecorded`, an
-//! `AlertRaised` per evidence interaction, a reporting `FeedbackReceived`, a `ReviewSampled`),
+//! `AlertRaised` per evidence interaction, a reporting `FeedbackReceived`, a `ReviewSampled`, an
+//! `outdated`/`violation` `JudgeVerdict` with its reason and suggested correction),
 //! so an item exists as soon as the request that caused it returns. Claims and labels are
 //! guarded in SQL: a `ReviewClaimed` on an item someone else holds, or a `ReviewCompleted`
 //! without a live claim, violates the `guard` check and the whole append fails, so the log
@@ -126,6 +127,26 @@ inventory::submit! {
                     'alert ' || json_extract(ev.payload, '$.id') || ': ' || json_extract(ev.payload, '$.metric'),
                     ev.at_ms, ev.seq
              FROM ev, json_each(ev.payload, '$.evidence') j JOIN interactions i ON i.id = j.value"
+        ),
+    }
+}
+
+inventory::submit! {
+    SqliteProjection {
+        kind: keel_core::EventKind::JUDGE_VERDICT,
+        sql: concat!(
+            "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
+                                                 reason, created_ms, updated_seq)
+             SELECT 'rv_judge_' || iid, seq, tenant, iid, 'judge', sev, ", rank!("sev"), ",
+                    'judge: ' || verdict || ': ' || COALESCE(reason, '')
+                      || COALESCE(' | suggested correction: ' || correction, ''),
+                    at_ms, seq
+             FROM (SELECT seq, tenant, at_ms, json_extract(payload, '$.interaction_id') AS iid,
+                          json_extract(payload, '$.verdict') AS verdict,
+                          json_extract(payload, '$.reason') AS reason,
+                          json_extract(payload, '$.correction') AS correction,
+                          CASE json_extract(payload, '$.verdict') WHEN 'violation' THEN 'high' ELSE 'medium' END AS sev
+                   FROM ev WHERE json_extract(payload, '$.verdict') IN ('outdated', 'violation'))"
         ),
     }
 }

@@ -47,6 +47,9 @@ pub(super) fn sim_config(s: &Scenario, strategy: Strategy, dir: &Path, model_url
             t.push_str(&format!("[review]\nsample_rate = {}\n", g.sample_rate));
             // Canaries are judged on this scenario's traffic, not a production day's.
             t.push_str("[update]\nmin_samples_per_arm = 40\n");
+            if let Some(j) = &s.judge {
+                t.push_str(&crate::judge::gateway_toml(j, model_url));
+            }
         }
     }
     t

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::alerts::alert_from_row;
+use crate::alerts::{alert_from_row, ALERT_COLUMNS};
 use crate::facts::{fact_from_row, FactRow, SELECT_FACTS};
 use crate::interactions::{interaction_from_row, SELECT_INTERACTIONS};
 use crate::keys::{key_from_row, SELECT_KEYS};
@@ -247,23 +247,34 @@ impl Store for SqliteStore {
     }
 
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<AlertRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.id, a.seq, a.tenant, a.at_ms, e.payload FROM alerts a JOIN events e ON e.seq = a.seq
+        let rows = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a JOIN events e ON e.seq = a.seq
              WHERE (?1 IS NULL OR a.tenant = ?1) AND (?2 IS NULL OR a.seq < ?2)
-               AND (?3 IS NULL OR a.metric = ?3)
-             ORDER BY a.seq DESC LIMIT ?4",
-        )
+               AND (?3 IS NULL OR a.metric = ?3) AND (?5 IS NULL OR a.status = ?5)
+             ORDER BY a.seq DESC LIMIT ?4"
+        ))
         .bind(q.tenant.as_deref())
         .bind(q.before_seq)
         .bind(q.metric.as_deref())
         .bind(i64::from(q.limit))
+        .bind(q.status.as_deref())
         .fetch_all(&self.reads)
         .await?;
         rows.iter().map(alert_from_row).collect()
     }
 
+    async fn alert(&self, id: &str) -> Result<Option<AlertRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts a JOIN events e ON e.seq = a.seq WHERE a.id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reads)
+        .await?;
+        row.as_ref().map(alert_from_row).transpose()
+    }
+
     async fn count_alerts(&self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts")
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM alerts WHERE status = 'open'")
             .fetch_one(&self.reads)
             .await?;
         let n: i64 = row.try_get("n")?;
