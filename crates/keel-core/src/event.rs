@@ -27,9 +27,10 @@ impl EventKind {
     pub const PROPOSAL_CREATED: &'static str = "ProposalCreated";
     pub const PROPOSAL_DECIDED: &'static str = "ProposalDecided";
     pub const PAYLOAD_ERASED: &'static str = "PayloadErased";
+    pub const JUDGE_VERDICT: &'static str = "JudgeVerdict";
 
     /// Every kind, in the order of ARCHITECTURE.md's table.
-    pub const ALL: [&'static str; 17] = [
+    pub const ALL: [&'static str; 18] = [
         Self::INTERACTION_RECORDED,
         Self::KEY_CREATED,
         Self::KEY_REVOKED,
@@ -47,6 +48,7 @@ impl EventKind {
         Self::PROPOSAL_CREATED,
         Self::PROPOSAL_DECIDED,
         Self::PAYLOAD_ERASED,
+        Self::JUDGE_VERDICT,
     ];
 }
 

@@ -10,6 +10,8 @@
 
 pub mod metrics;
 pub mod monitor;
+pub mod slices;
 
 pub use metrics::{observations, MetricSource, Observation, Segment};
 pub use monitor::{AlertDraft, Monitor, MonitorConfig, MonitorRule};
+pub use slices::{Level, SliceConfig, SliceKey};
