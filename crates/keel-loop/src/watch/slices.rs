@@ -314,6 +314,26 @@ impl Slices {
         if self.global.len() < SIGNALS.len() {
             self.global.resize(SIGNALS.len(), (0.0, 0.0));
         }
+        let names: Vec<String> = keys.iter().map(SliceKey::key).collect();
+        for (key, k) in keys.iter().zip(&names) {
+            if !self.slices.contains_key(k) {
+                if self.slices.len() >= cfg.max_slices {
+                    let evict = SliceConfig {
+                        slice_idle_ms: i64::MAX,
+                        ..cfg.clone()
+                    };
+                    self.sweep(i64::MAX / 4, &evict);
+                }
+                self.slices.insert(
+                    k.clone(),
+                    Slice {
+                        key: key.clone(),
+                        charts: vec![None; SIGNALS.len()],
+                        last_ms: event.at_ms,
+                    },
+                );
+            }
+        }
         let mut alerts = Vec::new();
         for o in obs {
             if let Some(g) = self.global.get_mut(o.signal) {
@@ -326,28 +346,8 @@ impl Slices {
             // The significance test uses the highest rate along the chain (global and every
             // broader slice), so a slice whose own baseline is low by chance does not alert.
             let mut reference = prior;
-            for key in &keys {
-                let k = key.key();
-                if !self.slices.contains_key(&k) {
-                    if self.slices.len() >= cfg.max_slices {
-                        self.sweep(
-                            i64::MAX / 4,
-                            &SliceConfig {
-                                slice_idle_ms: i64::MAX,
-                                ..cfg.clone()
-                            },
-                        );
-                    }
-                    self.slices.insert(
-                        k.clone(),
-                        Slice {
-                            key: key.clone(),
-                            charts: vec![None; SIGNALS.len()],
-                            last_ms: event.at_ms,
-                        },
-                    );
-                }
-                let Some(slice) = self.slices.get_mut(&k) else {
+            for k in &names {
+                let Some(slice) = self.slices.get_mut(k) else {
                     continue;
                 };
                 slice.last_ms = slice.last_ms.max(event.at_ms);
