@@ -287,9 +287,9 @@ impl Monitor {
         self.slices.len()
     }
 
-    /// Whether `group` alerted within the cooldown before `at_ms`; records it otherwise.
+    /// Whether `group` alerted within the group cooldown before `at_ms`; records it otherwise.
     fn suppressed(&mut self, group: &str, at_ms: i64) -> bool {
-        let cooldown = self.config.cooldown_ms;
+        let cooldown = self.config.slices.group_cooldown_ms;
         if self
             .groups
             .get(group)

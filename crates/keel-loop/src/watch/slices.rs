@@ -75,18 +75,16 @@ impl SliceKey {
         )
     }
 
-    /// The alert group: one per answer cluster (per tenant), else one per slice.
+    /// The alert group: one per answer cluster (per tenant); the topic slices and their
+    /// roll-ups share one group per (tenant, topic, policy version), so a change seen at the
+    /// topic level alerts once, not once per level.
     pub fn group(&self) -> String {
         match (&self.cluster, self.level) {
             (Some(c), Level::Cluster) => format!("grp_{}_{c}", self.tenant),
             _ => format!(
-                "grp_{}_{}",
-                match self.level {
-                    Level::Cluster | Level::Topic => "topic",
-                    Level::RollupJurisdiction => "jurisdiction",
-                    Level::RollupTopic => "rollup",
-                },
-                fnv(&self.key())
+                "grp_{}_topic_{}",
+                self.tenant,
+                fnv(&format!("{}|{}", self.topic, self.policy_version))
             ),
         }
     }
@@ -192,6 +190,9 @@ fn interval(x: f64, n: f64, rate: f64) -> Interval {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SliceConfig {
+    /// Off: no slice is kept and no rate alert raised.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// The rate detector, `rate:k=3,h=7,…` (see `keel_drift::rate`).
     #[serde(default = "default_detector")]
     pub detector: String,
@@ -204,16 +205,26 @@ pub struct SliceConfig {
     /// Global prior per signal before any data (a rate).
     #[serde(default = "default_prior")]
     pub prior: f64,
+    /// A group that alerted stays quiet this long (event time): its open alert and review
+    /// item stand for the later crossings.
+    #[serde(default = "default_group_cooldown_ms")]
+    pub group_cooldown_ms: i64,
 }
 
 fn default_detector() -> String {
     RateConfig::default().to_string()
+}
+fn default_enabled() -> bool {
+    true
 }
 fn default_max_slices() -> usize {
     20_000
 }
 fn default_idle_ms() -> i64 {
     7 * 24 * 3600 * 1000
+}
+fn default_group_cooldown_ms() -> i64 {
+    24 * 3600 * 1000
 }
 fn default_prior() -> f64 {
     0.005
@@ -222,10 +233,12 @@ fn default_prior() -> f64 {
 impl Default for SliceConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             detector: default_detector(),
             max_slices: default_max_slices(),
             slice_idle_ms: default_idle_ms(),
             prior: default_prior(),
+            group_cooldown_ms: default_group_cooldown_ms(),
         }
     }
 }
@@ -299,7 +312,7 @@ impl Slices {
         event: &StoredEvent,
         obs: &[RateObs<'_>],
     ) -> Vec<RateAlert> {
-        if obs.is_empty() {
+        if obs.is_empty() || !cfg.enabled {
             return Vec::new();
         }
         let p = &event.payload;

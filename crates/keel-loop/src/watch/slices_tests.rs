@@ -133,12 +133,8 @@ fn a_changed_answer_cluster_alerts_by_name_with_its_own_evidence() {
             .position(|id| id == &format!("ix_{}", first.0))
             .unwrap_or(r.affected.len());
         delays.push(affected_before);
-        // One alert per group within the cooldown: the cluster does not alert twice in a row.
-        let on_cluster = r
-            .alerts
-            .iter()
-            .filter(|(at, x)| x.group == a.group && *at < first.0 + 600)
-            .count();
+        // One alert per group within the group cooldown (a day; the run is 11 hours).
+        let on_cluster = r.alerts.iter().filter(|(_, x)| x.group == a.group).count();
         assert_eq!(on_cluster, 1, "seed {seed}");
         // False alarms: alerts after the change on slices that do not hold cluster 7.
         let false_alarms = r
