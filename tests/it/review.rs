@@ -865,6 +865,33 @@ async fn alerts_feed_the_queue_and_k_reviewers_agree_from_the_terminal() {
     assert_eq!(reviewers, ["rita", "bob"]);
     let (_, k) = p.api("/api/kpis").await;
     assert_eq!(k["data"][0]["reviews"]["agreement"], 0.0, "{k}");
+
+    // Alerts of one group (one answer cluster) keep ONE review item between them, on the
+    // first evidence interaction, whatever the signal.
+    let ix2 = chat(&p, "hello again", json!({"locale": "en"})).await;
+    for (id, metric) in [("al_2", "low_csat_rate"), ("al_3", "complaint_rate")] {
+        p.gw.store
+            .append(vec![keel_core::NewEvent {
+                kind: "AlertRaised".into(),
+                actor: "monitor".into(),
+                tenant: "acme".into(),
+                at_ms: p.gw.clock.now_ms(),
+                payload: json!({"id": id, "metric": metric, "segment_key": "tenant=acme",
+                                "severity": "high", "evidence": [ix2, ix], "group": "grp_acme_c1",
+                                "slice": {"cluster": "c1", "level": "cluster"}}),
+            }])
+            .await
+            .unwrap();
+    }
+    let (_, q) = p.api("/api/reviews?source=alert").await;
+    let grouped: Vec<&serde_json::Value> = q["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] == "rv_alert_grp_acme_c1")
+        .collect();
+    assert_eq!(grouped.len(), 1, "{q}");
+    assert_eq!(q["data"].as_array().unwrap().len(), 2, "{q}");
 }
 
 /// Issue 25, defect 3: `keel review show` and `GET /api/reviews/{id}` left out what the user

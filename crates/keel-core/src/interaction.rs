@@ -68,6 +68,13 @@ pub struct InteractionRecord {
     /// What the upstream said, when the policy changed it before the client saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_text: Option<Vec<String>>,
+    /// 16 hex digits: the MinHash sketch of what the upstream said (first choice), absent for a
+    /// reply without text (`keel_learn::fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_fingerprint: Option<String>,
+    /// The answer cluster, a pure function of the fingerprint (`"c"` + 8 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_cluster: Option<String>,
 }
 
 impl InteractionRecord {

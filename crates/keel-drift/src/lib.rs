@@ -9,6 +9,7 @@
 //! | `cusum` | [`Cusum`] | mean shifts in σ units (k, h) | k = 0.5, h = 5, 30-value warm-up |
 //! | `cusum-bernoulli` | [`BernoulliCusum`] | rate of a 0/1 stream (odds ratio, h) | odds 2, h = 10 nats, 100-value warm-up |
 //! | `kswin` | [`Kswin`] | whole distribution (two-sample KS test) | River 0.26.1's `drift.KSWIN` (seed 0) |
+//! | `rate` (monitor slices) | [`rate::RateCusum`] | rise of a low rate to k·p₀ (Poisson CUSUM, baseline with a prior, BH across slices) | k = 3, h = 7 nats, prior weight 200 |
 //! | `categorical` | [`CategoricalShift`] | category mix (χ² + PSI, JS reported) | 2 categories, windows of 1000 |
 //!
 //! Every detector implements [`Detector`]: [`Detector::update`] takes one value and
@@ -69,6 +70,7 @@ mod error;
 mod float_serde;
 pub mod kswin;
 pub mod page_hinkley;
+pub mod rate;
 pub mod replay;
 mod rng;
 pub mod spec;

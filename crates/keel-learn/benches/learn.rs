@@ -1,5 +1,5 @@
 //! Learned-monitor cost: scoring a 1 KB reply (English, Japanese) with five trained labels, and
-//! one online update per review. Plain `std::time`: run with
+//! one online update per review, and the answer fingerprint + cluster of a 1 KB reply. Plain `std::time`: run with
 //! `cargo bench -p keel-learn --bench learn`. Prints p50/p99 per case.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -126,6 +126,12 @@ fn main() {
     });
     bench("output evaluation, same rule on response", 20_000, |_| {
         black_box(plain.evaluate(Phase::Output, black_box(&input)));
+    });
+    bench("answer fingerprint + cluster 1 KB English", 20_000, |_| {
+        black_box(keel_learn::answer_ids(black_box(&en)));
+    });
+    bench("answer fingerprint + cluster 1 KB Japanese", 20_000, |_| {
+        black_box(keel_learn::answer_ids(black_box(&ja)));
     });
     bench("features only 1 KB Japanese", 20_000, |_| {
         black_box(keel_learn::features::features(black_box(&ja), 18, 8192));

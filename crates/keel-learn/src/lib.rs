@@ -9,9 +9,11 @@
 //! numbers are in `docs/learned.md` at the repository root.
 
 pub mod features;
+pub mod fingerprint;
 pub mod model;
 pub mod state;
 
+pub use fingerprint::{answer_ids, fingerprint, Fingerprint};
 pub use model::{
     Config, Example, LabelStatus, LearnOutcome, Model, Scorer, BASE_LABELS, FORMAT_VERSION,
     VERDICTS,

@@ -527,6 +527,7 @@ pub fn feedback_payload(
         "severity": if f.wrong_answer == Some(true) { "high" } else { "medium" },
         "context": segment_context(&interaction["context"]),
         "policy_version": interaction["policy_version"],
+        "answer_cluster": interaction["answer_cluster"],
         "idempotency_key": idempotency_key,
     })
 }

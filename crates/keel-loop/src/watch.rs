@@ -7,9 +7,16 @@
 //!    segments active when the stream starts (a Bonferroni correction: with k segments the
 //!    family-wise false-alarm rate stays near the configured one);
 //! 3. alerts are deduplicated per (metric, segment) with a cooldown on event time.
+//!
+//! Low rates (feedback, learned scores, stale facts, judge verdicts) run per slice instead
+//! ([`slices`]: (segment, answer cluster), (segment, topic) and two roll-ups, a rate CUSUM
+//! against each slice's own baseline, Benjamini–Hochberg across slices, one alert per group
+//! per cooldown).
 
 pub mod metrics;
 pub mod monitor;
+pub mod slices;
 
 pub use metrics::{observations, MetricSource, Observation, Segment};
 pub use monitor::{AlertDraft, Monitor, MonitorConfig, MonitorRule};
+pub use slices::{Level, SliceConfig, SliceKey};

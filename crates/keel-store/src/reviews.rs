@@ -126,7 +126,29 @@ inventory::submit! {
                     ", rank!("COALESCE(json_extract(ev.payload, '$.severity'), 'medium')"), ",
                     'alert ' || json_extract(ev.payload, '$.id') || ': ' || json_extract(ev.payload, '$.metric'),
                     ev.at_ms, ev.seq
-             FROM ev, json_each(ev.payload, '$.evidence') j JOIN interactions i ON i.id = j.value"
+             FROM ev, json_each(ev.payload, '$.evidence') j JOIN interactions i ON i.id = j.value
+             WHERE json_extract(ev.payload, '$.group') IS NULL"
+        ),
+    }
+}
+
+// An alert with a `group` (every alert the monitor drafts now) opens ONE review item per group,
+// on its most suspicious interaction (the first evidence id), with the alert's slice and signal
+// in the reason; a later alert of the same group finds the item and adds none.
+inventory::submit! {
+    SqliteProjection {
+        kind: keel_core::EventKind::ALERT_RAISED,
+        sql: concat!(
+            "INSERT OR IGNORE INTO review_items (id, seq, tenant, interaction_id, source, severity, severity_rank,
+                                                 reason, created_ms, updated_seq)
+             SELECT 'rv_alert_' || json_extract(ev.payload, '$.group'), ev.seq, i.tenant, i.id, 'alert',
+                    COALESCE(json_extract(ev.payload, '$.severity'), 'medium'),
+                    ", rank!("COALESCE(json_extract(ev.payload, '$.severity'), 'medium')"), ",
+                    'alert ' || json_extract(ev.payload, '$.id') || ': ' || json_extract(ev.payload, '$.metric')
+                      || COALESCE(' on cluster ' || json_extract(ev.payload, '$.slice.cluster'), ''),
+                    ev.at_ms, ev.seq
+             FROM ev JOIN interactions i ON i.id = json_extract(ev.payload, '$.evidence[0]')
+             WHERE json_extract(ev.payload, '$.group') IS NOT NULL"
         ),
     }
 }

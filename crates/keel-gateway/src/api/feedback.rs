@@ -260,6 +260,7 @@ async fn handoff(
             "interaction_id": ix.id,
             "context": keel_loop::review::segment_context(&ix.record["context"]),
             "policy_version": ix.record["policy_version"],
+            "answer_cluster": ix.record["answer_cluster"],
             "idempotency_key": key,
             "request_sha256": body_sha,
         }),

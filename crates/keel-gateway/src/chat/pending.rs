@@ -110,17 +110,22 @@ impl Pending {
         // The learned scores of what the upstream said (first choice), for the monitors; only
         // for a complete reply that has text.
         let answered = outcome == Outcome::Ok && self.upstream.is_some();
-        if let (Some(serde_json::Value::Object(d)), true) = (&mut decision, answered) {
-            let text = self
-                .upstream_text
-                .as_ref()
-                .and_then(|t| t.first())
-                .or_else(|| acc.texts.first())
-                .filter(|t| !t.trim().is_empty());
-            if let Some(scores) = text.and_then(|t| self.learned.scores_json(t)) {
+        let text = self
+            .upstream_text
+            .as_ref()
+            .and_then(|t| t.first())
+            .or_else(|| acc.texts.first())
+            .filter(|t| answered && !t.trim().is_empty());
+        if let (Some(serde_json::Value::Object(d)), Some(t)) = (&mut decision, text) {
+            if let Some(scores) = self.learned.scores_json(t) {
                 d.insert("learned".to_string(), scores);
             }
         }
+        // The answer's fingerprint and cluster (pure functions of the text): the monitors'
+        // per-cluster slices.
+        let (answer_fingerprint, answer_cluster) = text
+            .and_then(|t| keel_learn::answer_ids(t))
+            .map_or((None, None), |(f, c)| (Some(f), Some(c)));
         Some(InteractionRecord {
             id: d.id,
             context: d.context,
@@ -143,6 +148,8 @@ impl Pending {
             rollout: self.rollout.take(),
             decision,
             upstream_text: self.upstream_text.take(),
+            answer_fingerprint,
+            answer_cluster,
         })
     }
 

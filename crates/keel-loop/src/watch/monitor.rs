@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::metrics::{observations, Observation, Segment};
+use super::slices::{rate_observations, Interval, RateAlert, SliceConfig, Slices};
 use crate::LoopError;
+use keel_drift::rate::RateConfig;
 
 /// Which detector watches which metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,10 +63,15 @@ pub struct MonitorConfig {
     /// the `complaint_rate` metric, per segment and topic.
     #[serde(default)]
     pub complaint_terms: Vec<String>,
+    /// The low-rate monitors per (segment, answer cluster), (segment, topic) and roll-ups.
+    #[serde(default)]
+    pub slices: SliceConfig,
 }
 
 fn default_rules() -> Vec<MonitorRule> {
-    // Rates alert on a change of at least 5 points, CSAT on 0.5, latency on ±50 %.
+    // Rates alert on a change of at least 5 points, CSAT on 0.5, latency on ±50 %. The
+    // low-rate signals (complaints, reports, thumbs-down, low CSAT, handoffs, learned scores,
+    // stale facts, judge verdicts) are watched per slice by `[monitors.slices]` instead.
     [
         ("upstream_error_rate", "adwin:delta=0.002", Some(0.05), None),
         ("refusal_rate", "adwin:delta=0.002", Some(0.05), None),
@@ -72,29 +79,8 @@ fn default_rules() -> Vec<MonitorRule> {
         ("escalate_rate", "adwin:delta=0.002", Some(0.05), None),
         ("redact_rate", "adwin:delta=0.002", Some(0.05), None),
         ("latency_ms", "adwin:delta=0.0001", None, Some(0.5)),
-        ("wrong_answer_rate", "adwin:delta=0.002", Some(0.05), None),
-        ("thumbs_down_rate", "adwin:delta=0.002", Some(0.05), None),
         ("csat", "adwin:delta=0.002", Some(0.5), None),
-        ("complaint_rate", "adwin:delta=0.002", Some(0.05), None),
         ("rule_category_rate", "adwin:delta=0.002", Some(0.05), None),
-        (
-            "learned_outdated_share",
-            "adwin:delta=0.002",
-            Some(0.05),
-            None,
-        ),
-        (
-            "learned_violation_share",
-            "adwin:delta=0.002",
-            Some(0.05),
-            None,
-        ),
-        (
-            "learned_wrong_answer_share",
-            "adwin:delta=0.002",
-            Some(0.05),
-            None,
-        ),
     ]
     .into_iter()
     .map(|(m, d, abs, rel)| MonitorRule {
@@ -112,7 +98,7 @@ fn default_cooldown_ms() -> i64 {
     10 * 60 * 1000
 }
 fn default_evidence() -> usize {
-    10
+    5
 }
 fn default_true() -> bool {
     true
@@ -127,6 +113,7 @@ impl Default for MonitorConfig {
             evidence: default_evidence(),
             scale_by_segments: true,
             complaint_terms: Vec::new(),
+            slices: SliceConfig::default(),
         }
     }
 }
@@ -138,7 +125,14 @@ impl MonitorConfig {
             DetectorSpec::parse(&r.detector)
                 .map_err(|e| LoopError::Config(format!("monitor for `{}`: {e}", r.metric)))?;
         }
+        self.rate_config()?;
         Ok(())
+    }
+
+    /// The slices' rate detector.
+    pub fn rate_config(&self) -> Result<RateConfig, LoopError> {
+        RateConfig::parse(&self.slices.detector)
+            .map_err(|e| LoopError::Config(format!("monitors.slices.detector: {e}")))
     }
 }
 
@@ -157,6 +151,15 @@ pub struct AlertDraft {
     pub at_ms: i64,
     /// Observations in this stream so far.
     pub samples: u64,
+    /// `{tenant, locale, jurisdiction, topic, policy_version, cluster, level}`.
+    pub slice: serde_json::Value,
+    /// Rate signals: the slice's baseline and recent rate with Wilson intervals.
+    pub baseline: Option<Interval>,
+    pub current: Option<Interval>,
+    /// The first suspicious interaction of the run that raised it.
+    pub first_interaction: Option<String>,
+    /// Alerts on one answer cluster share a group (one open alert, one review item).
+    pub group: String,
 }
 
 impl AlertDraft {
@@ -179,6 +182,11 @@ impl AlertDraft {
                 "severity": self.severity,
                 "raised_by_seq": self.seq,
                 "samples": self.samples,
+                "slice": self.slice,
+                "baseline": self.baseline,
+                "current": self.current,
+                "first_interaction": self.first_interaction,
+                "group": self.group,
             }),
         }
     }
@@ -212,6 +220,14 @@ pub struct Monitor {
     categories: std::collections::BTreeSet<String>,
     /// The last event sequence processed.
     pub cursor: i64,
+    /// The low-rate slices.
+    #[serde(default)]
+    slices: Slices,
+    /// Last alert time per group (event time), for suppression.
+    #[serde(default)]
+    groups: BTreeMap<String, i64>,
+    #[serde(skip)]
+    rate: RateConfig,
 }
 
 fn severity(metric: &str, before: Option<f64>, after: Option<f64>) -> &'static str {
@@ -235,11 +251,14 @@ impl Monitor {
     pub fn new(config: MonitorConfig) -> Result<Self, LoopError> {
         config.validate()?;
         Ok(Self {
+            rate: config.rate_config()?,
             config,
             streams: BTreeMap::new(),
             segments: BTreeMap::new(),
             categories: Default::default(),
             cursor: 0,
+            slices: Slices::default(),
+            groups: BTreeMap::new(),
         })
     }
 
@@ -248,6 +267,7 @@ impl Monitor {
         config.validate()?;
         let mut m: Monitor =
             serde_json::from_str(json).map_err(|e| LoopError::State(e.to_string()))?;
+        m.rate = config.rate_config()?;
         m.config = config;
         Ok(m)
     }
@@ -260,6 +280,57 @@ impl Monitor {
     /// Number of (metric, segment) streams.
     pub fn streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Number of low-rate slices held.
+    pub fn slices(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// Whether `group` alerted within the group cooldown before `at_ms`; records it otherwise.
+    fn suppressed(&mut self, group: &str, at_ms: i64) -> bool {
+        let cooldown = self.config.slices.group_cooldown_ms;
+        if self
+            .groups
+            .get(group)
+            .is_some_and(|t| at_ms - *t < cooldown)
+        {
+            return true;
+        }
+        if self.groups.len() >= 10_000 {
+            self.groups.retain(|_, t| at_ms - *t < cooldown);
+        }
+        self.groups.insert(group.to_string(), at_ms);
+        false
+    }
+
+    fn rate_alert(&self, a: RateAlert, event: &StoredEvent) -> AlertDraft {
+        let segment = Segment {
+            tenant: a.slice.tenant.clone(),
+            locale: a.slice.locale.clone(),
+            jurisdiction: a.slice.jurisdiction.clone(),
+            policy_version: a.slice.policy_version.clone(),
+            topic: a.slice.topic.clone(),
+            category: None,
+        };
+        let (before, after) = (Some(a.baseline.rate), Some(a.current.rate));
+        AlertDraft {
+            metric: a.signal.to_string(),
+            severity: severity(a.signal, before, after),
+            segment,
+            detector: a.detector,
+            before,
+            after,
+            evidence: a.evidence,
+            seq: event.seq,
+            at_ms: event.at_ms,
+            samples: a.samples,
+            slice: serde_json::to_value(&a.slice).unwrap_or_default(),
+            baseline: Some(a.baseline),
+            current: Some(a.current),
+            first_interaction: a.first_interaction,
+            group: a.group,
+        }
     }
 
     fn rule_for(&self, metric: &str) -> Option<&MonitorRule> {
@@ -375,6 +446,15 @@ impl Monitor {
 
     fn observe(&mut self, event: &StoredEvent) -> Result<Vec<AlertDraft>, LoopError> {
         let mut alerts = Vec::new();
+        let robs = rate_observations(event, &self.config.complaint_terms);
+        let raised = self
+            .slices
+            .feed(&self.config.slices, &self.rate, event, &robs);
+        for a in raised {
+            if !self.suppressed(&a.group, event.at_ms) {
+                alerts.push(self.rate_alert(a, event));
+            }
+        }
         let mut all = observations(event);
         all.extend(self.derived(event));
         for obs in all {
@@ -418,13 +498,25 @@ impl Monitor {
             let after = Some(stream.recent.iter().sum::<f64>() / stream.recent.len() as f64);
             if drift && stream.n >= min_samples && cooled && rule.material(before, after) {
                 stream.last_alert_ms = Some(event.at_ms);
+                let slice = json!({
+                    "tenant": obs.segment.tenant, "locale": obs.segment.locale,
+                    "jurisdiction": obs.segment.jurisdiction, "topic": obs.segment.topic,
+                    "policy_version": obs.segment.policy_version, "cluster": null, "level": "topic",
+                });
+                let mut evidence: Vec<String> = stream.evidence.iter().rev().cloned().collect();
+                evidence.truncate(5);
                 alerts.push(AlertDraft {
+                    group: format!("grp_{}_{}", obs.metric, fnv_hex(&seg_key)),
+                    slice,
+                    baseline: None,
+                    current: None,
+                    first_interaction: evidence.last().cloned(),
                     metric: obs.metric.to_string(),
                     segment: obs.segment,
                     detector: stream.spec.clone(),
                     before,
                     after,
-                    evidence: stream.evidence.iter().cloned().collect(),
+                    evidence,
                     severity: severity(obs.metric, before, after),
                     seq: event.seq,
                     at_ms: event.at_ms,
@@ -434,6 +526,15 @@ impl Monitor {
         }
         Ok(alerts)
     }
+}
+
+fn fnv_hex(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 #[cfg(test)]
@@ -583,34 +684,58 @@ mod tests {
 
     #[test]
     fn complaints_follow_configured_terms() {
+        // Complaints are a rate per reply: every interaction exposes its slices, a comment with
+        // a configured term is a hit. 0.5 % of replies draw one, then 10 % from reply 1 000.
         let cfg = MonitorConfig {
             complaint_terms: vec!["refund".into()],
             ..MonitorConfig::default()
         };
         let mut m = Monitor::new(cfg).unwrap();
         let mut alerts = Vec::new();
-        for s in 1..=800i64 {
-            let comment = if s > 400 && s % 2 == 0 {
+        let mut seq = 0;
+        for s in 1..=2000i64 {
+            seq += 1;
+            let ix = StoredEvent {
+                seq,
+                kind: "InteractionRecorded".into(),
+                actor: "a".into(),
+                tenant: "acme".into(),
+                at_ms: s * 1000,
+                payload: json!({"id": format!("ix_{s}"), "outcome": "ok", "latency_ms": 5, "response_text": ["ok"],
+                                "context": {"topic": "billing"}}),
+            };
+            alerts.extend(m.process(&ix).unwrap());
+            let complains = if s > 1000 { s % 10 == 0 } else { s % 200 == 0 };
+            let comment = if complains {
                 "I want a REFUND now"
             } else {
                 "fine"
             };
-            let ev = StoredEvent {
-                seq: s,
-                kind: "FeedbackReceived".into(),
-                actor: "a".into(),
-                tenant: "acme".into(),
-                at_ms: s,
-                payload: json!({"comment": comment, "context": {"topic": "billing"}}),
-            };
-            alerts.extend(m.process(&ev).unwrap());
+            if complains || s % 7 == 0 {
+                seq += 1;
+                let fb = StoredEvent {
+                    seq,
+                    kind: "FeedbackReceived".into(),
+                    actor: "a".into(),
+                    tenant: "acme".into(),
+                    at_ms: s * 1000 + 1,
+                    payload: json!({"comment": comment, "interaction_id": format!("ix_{s}"), "context": {"topic": "billing"}}),
+                };
+                alerts.extend(m.process(&fb).unwrap());
+            }
         }
-        assert!(
-            alerts
-                .iter()
-                .any(|a| a.metric == "complaint_rate" && a.segment.topic == "billing"),
-            "{alerts:?}"
-        );
+        assert!(!alerts.is_empty());
+        for a in &alerts {
+            assert!(
+                ["complaint_rate", "negative_feedback_rate"].contains(&a.metric.as_str())
+                    && a.segment.topic == "billing",
+                "{a:?}"
+            );
+            assert!(a.seq > 1000, "raised after the change: {a:?}");
+            assert!(!a.evidence.is_empty() && a.evidence.len() <= 5);
+            let n: i64 = a.evidence[0].trim_start_matches("ix_").parse().unwrap();
+            assert!(n > 1000 && n % 10 == 0, "evidence is a complaint: {a:?}");
+        }
     }
 
     #[test]
