@@ -73,7 +73,7 @@ fn reading(rows: &[Value]) -> String {
         "Reading it: with announced changes, publishing the update on its date (`monitor`, \
          `continual`) serves no bad answers; unannounced, `monitor` raises a true alert after {} \
          affected replies but fixes nothing, while `continual` turns the first reviewed user \
-         reports into a fix (a proposal, a 20 % canary, promotion) and serves {} % fewer bad \
+         reports into a fix (a proposal, a canary that the rollout worker promotes by analysis steps, no operator promotion) and serves {} % fewer bad \
          answers than `static`. The recall update escalates: its replies are withheld and wait \
          for a person, which `mtth_min` shows ({} minutes when nobody reviews, {} with \
          reviewers). {false_alarms}\n",

@@ -342,7 +342,12 @@ pub async fn rollouts_catch_up(
                     _ => "rolled_back",
                 };
                 metrics::counter!(crate::telemetry::ROLLOUT_STEPS, "state" => state).increment(1);
-                tracing::warn!(rollout = %e.payload["id"], state = %e.payload["state"], reason = %e.payload["reason"], "rollout changed automatically");
+                // A rollback needs an operator's eye; a step or promotion is routine.
+                if state == "rolled_back" {
+                    tracing::warn!(rollout = %e.payload["id"], state = %e.payload["state"], reason = %e.payload["reason"], "rollout rolled back automatically");
+                } else {
+                    tracing::info!(rollout = %e.payload["id"], state = %e.payload["state"], reason = %e.payload["reason"], "rollout changed automatically");
+                }
             }
         }
         if !had_events {
